@@ -1,0 +1,3 @@
+# What boot.py found, for the application and the service API.
+data = "unknown"  # mounted | formatted | damaged
+slot = "?"

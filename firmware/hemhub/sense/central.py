@@ -1,0 +1,270 @@
+"""The hub's BLE central: enrolled GATT health devices and BTHome alarm sensors.
+
+Shape after micropython-lib's aioble: the BLE object is injected; the IRQ
+handler only copies the driver's memoryviews, finds the target and sets an
+asyncio.ThreadSafeFlag (or appends to a bounded queue); all waiting happens in
+async code with timeouts.
+
+  * Alarms: a passive scan runs all the time (also while a GATT link is up).
+    Adverts from enrolled BTHome devices go through their BTHomeReceiver
+    (replay and duplicate filtering) and hemhub.codec.bthome.events() to
+    on_event(event) at once. Adverts from devices not enrolled are counted and
+    dropped in the IRQ.
+  * Readings: an enrolled GATT device advertises when it has something to send;
+    the central connects (one link at a time), discovers, bonds where the
+    profile needs it, reads Device Information and Battery, sets the device's
+    clock (Current Time 0x2A2B) when the hub's own clock is trusted, subscribes
+    to the measurement characteristics, fetches stored records via RACP 0x2A52
+    and deletes them only after on_reading() confirmed each one, then stays
+    until the device is quiet. Each value becomes on_reading(reading), the
+    decoded dict of hemhub.codec.gatt.decode plus who sent it and when.
+  * Bounds: values over _MAX_VALUE bytes are dropped in the IRQ; at most
+    _QUEUE values and _QUEUE adverts wait; a link lasts at most _LINK_MS; every
+    GATT step has a timeout. Counters (self.counters) say what was dropped.
+
+Protocol references: protocol/gatt.md, protocol/bthome.md; the docs in
+docs/sensing.md.
+"""
+import asyncio
+import gc
+import time
+
+from micropython import const
+
+from hemhub.codec import CodecError, bthome
+
+_IRQ_SCAN_RESULT = const(5)
+_IRQ_PERIPHERAL_CONNECT = const(7)
+_IRQ_PERIPHERAL_DISCONNECT = const(8)
+_IRQ_GATTC_SERVICE_RESULT = const(9)
+_IRQ_GATTC_SERVICE_DONE = const(10)
+_IRQ_GATTC_CHARACTERISTIC_RESULT = const(11)
+_IRQ_GATTC_CHARACTERISTIC_DONE = const(12)
+_IRQ_GATTC_DESCRIPTOR_RESULT = const(13)
+_IRQ_GATTC_DESCRIPTOR_DONE = const(14)
+_IRQ_GATTC_READ_RESULT = const(15)
+_IRQ_GATTC_READ_DONE = const(16)
+_IRQ_GATTC_WRITE_DONE = const(17)
+_IRQ_GATTC_NOTIFY = const(18)
+_IRQ_GATTC_INDICATE = const(19)
+_IRQ_MTU_EXCHANGED = const(21)
+_IRQ_ENCRYPTION_UPDATE = const(28)
+_IRQ_GET_SECRET = const(29)
+_IRQ_SET_SECRET = const(30)
+
+_UUID_RACP = const(0x2A52)
+_NO_CONN = const(0xFFFF)
+
+_MAX_VALUE = const(64)  # longest health measurement with every optional field is ~30 bytes
+_QUEUE = const(8)
+_MAX_RESULTS = const(24)
+
+# kind -> (service, characteristics to subscribe, bond by default)
+_PROFILES = {
+    "scale": (0x181D, (0x2A9D,), False),
+    "oximeter": (0x1822, (0x2A5E, 0x2A5F, _UUID_RACP), False),
+    "bp": (0x1810, (0x2A35,), True),
+    "thermometer": (0x1809, (0x2A1C,), False),
+}
+_BTHOME_KINDS = ("door", "pendant", "fall", "motion")
+
+
+
+class Disconnected(Exception):
+    pass
+
+
+def _u16(u):
+    """A 16-bit UUID as an int (real bluetooth.UUID exposes its bytes; the
+    virtual hub's and the tests' fakes give ints or int()-able objects)."""
+    if isinstance(u, int):
+        return u
+    try:
+        b = bytes(u)
+    except TypeError:
+        return int(u)
+    return b[0] | b[1] << 8 if len(b) == 2 else -1
+
+
+def mac_str(addr):
+    return ":".join("%02X" % b for b in addr)
+
+
+class Peripheral:
+    """One enrolled device (from /data/config.json "peripherals")."""
+
+    def __init__(self, entry):
+        self.name = str(entry["addr"]).upper()
+        self.addr = bthome.mac_bytes(self.name)
+        self.kind = entry.get("kind")
+        self.serves = entry.get("serves")
+        key = entry.get("key")
+        self.receiver = None
+        self.state = None  # last door/window state, to alarm on changes
+        self.profile = _PROFILES.get(self.kind)
+        if self.kind in _BTHOME_KINDS:
+            self.receiver = bthome.BTHomeReceiver(self.addr, None if not key else bytes.fromhex(key), self.kind)
+        elif self.profile is None:
+            raise ValueError("peripheral %s: unknown kind %r" % (self.name, self.kind))
+        self.bond = bool(entry.get("bond", self.profile[2] if self.profile else False))
+        self.info = {}
+
+
+class _Link:
+    """One connection: what the IRQ handler hands to the async side."""
+
+    def __init__(self, dev):
+        self.dev = dev
+        self.handle = None
+        self.up = False
+        self.ended = False
+        self.flag = asyncio.ThreadSafeFlag()
+        self.results = []
+        self.done = None  # status of the running GATT operation
+        self.value = None
+        self.encrypted = False
+        self.values = []  # (value handle, bytes or None if oversized)
+        self.uuids = {}  # value handle -> uuid16
+
+
+class Central:
+    def __init__(self, ble, peripherals, on_reading, on_event, keys=None):
+        self.ble = ble
+        self.on_reading = on_reading
+        self.on_event = on_event
+        self.keys = keys
+        self.devices = {}
+        for entry in peripherals:
+            p = Peripheral(entry)
+            self.devices[bytes(p.addr)] = p
+        self.counters = {"unknown_adverts": 0, "adverts": 0, "rejected": 0, "dropped": 0, "oversized": 0,
+                         "invalid": 0, "connections": 0, "failed": 0, "readings": 0, "duplicates": 0,
+                         "events": 0}
+        self.last_error = None
+        self._adv = []
+        self._adv_flag = asyncio.ThreadSafeFlag()
+        self._want = []  # GATT devices that advertised (bounded by the enrolment list)
+        self._want_flag = asyncio.ThreadSafeFlag()
+        self._link = None
+        self._seen = []
+        ble.irq(self._irq)
+
+    # -- IRQ: copy, look up, flag; nothing else ------------------------------------------
+    def _irq(self, event, data):
+        if event == _IRQ_SCAN_RESULT:
+            d = self.devices.get(bytes(data[1]))
+            if d is None:
+                self.counters["unknown_adverts"] += 1
+            elif d.receiver is not None:
+                if len(self._adv) < _QUEUE:
+                    self._adv.append((d, bytes(data[4]), time.ticks_ms()))
+                    self._adv_flag.set()
+                else:
+                    self.counters["dropped"] += 1
+            elif d not in self._want and (self._link is None or self._link.dev is not d):
+                self._want.append(d)
+                self._want_flag.set()
+            return
+        if event == _IRQ_GET_SECRET:
+            return self.keys.get(data[0], data[1], data[2]) if self.keys else None
+        if event == _IRQ_SET_SECRET:
+            return self.keys.set(data[0], data[1], data[2]) if self.keys else False
+        link = self._link
+        if link is None:
+            return
+        if event == _IRQ_PERIPHERAL_CONNECT:
+            if bytes(data[2]) == link.dev.addr and link.handle is None:
+                link.handle = data[0]
+                link.up = True
+        elif event == _IRQ_PERIPHERAL_DISCONNECT:
+            if data[0] == link.handle or (data[0] == _NO_CONN and link.handle is None):
+                link.up = False
+                link.ended = True
+        elif not data or data[0] != link.handle:
+            return
+        elif event == _IRQ_GATTC_NOTIFY or event == _IRQ_GATTC_INDICATE:
+            if len(link.values) >= _QUEUE:
+                self.counters["dropped"] += 1
+            elif len(data[2]) > _MAX_VALUE:
+                self.counters["oversized"] += 1
+            else:
+                link.values.append((data[1], bytes(data[2])))
+        elif event == _IRQ_GATTC_READ_RESULT:
+            link.value = bytes(data[2]) if len(data[2]) <= _MAX_VALUE else None
+        elif event in (_IRQ_GATTC_SERVICE_RESULT, _IRQ_GATTC_CHARACTERISTIC_RESULT, _IRQ_GATTC_DESCRIPTOR_RESULT):
+            if len(link.results) < _MAX_RESULTS:
+                # service: (start, end, uuid); characteristic: (end, value handle, props, uuid);
+                # descriptor: (handle, uuid)
+                link.results.append(tuple(_u16(x) if i == len(data) - 1 else x for i, x in enumerate(data[1:])))
+        elif event == _IRQ_ENCRYPTION_UPDATE:
+            link.encrypted = bool(data[1])
+            link.done = 0
+        elif event == _IRQ_MTU_EXCHANGED:
+            link.done = 0
+        elif event in (_IRQ_GATTC_SERVICE_DONE, _IRQ_GATTC_CHARACTERISTIC_DONE, _IRQ_GATTC_DESCRIPTOR_DONE):
+            link.done = data[1]
+        elif event == _IRQ_GATTC_READ_DONE or event == _IRQ_GATTC_WRITE_DONE:
+            link.done = data[2]
+        link.flag.set()
+
+    # -- alarms -------------------------------------------------------------------------
+    async def _alarms(self):
+        while True:
+            await self._adv_flag.wait()
+            while self._adv:
+                d, adv, rx = self._adv.pop(0)
+                self.counters["adverts"] += 1
+                try:
+                    sd = bthome.service_data(adv)
+                    res = None if sd is None else d.receiver.receive(sd)
+                except CodecError as e:
+                    # A replay, a downgrade, a MIC failure: loud, a technical alarm.
+                    self.counters["rejected"] += 1
+                    self._event(d, "bthome_rejected", None, str(e), rx)
+                    continue
+                if res is None:
+                    continue
+                for ev, obj, value in bthome.events(d.kind, res):
+                    if ev in ("door", "window", "opening"):
+                        if value == d.state:
+                            continue
+                        d.state = value
+                    self._event(d, ev, obj, value, rx)
+
+    def _event(self, d, ev, obj, value, rx):
+        self.counters["events"] += 1
+        try:
+            self.on_event({"event": ev, "object": obj, "value": value, "addr": d.name, "kind": d.kind,
+                           "serves": d.serves, "rx_ticks": rx, "ticks": time.ticks_ms(), "time": time.time()})
+        except Exception as e:  # the consumer's fault must not stop alarms
+            self.last_error = repr(e)
+
+    # -- the task -----------------------------------------------------------------------
+    def _scan(self):
+        # Passive, continuous, 100 % duty: an SOS advert is caught the first time.
+        self.ble.gap_scan(0, 30000, 30000, False)
+
+    async def run(self):
+        self.ble.active(True)
+        self._scan()
+        asyncio.create_task(self._alarms())
+        while True:
+            if not self._want:
+                await self._want_flag.wait()
+            if self._want:
+                # The GATT side (this module's link.py and the GATT codecs, ~30 KiB of
+                # RAM as .mpy) is loaded for a link and dropped after it.
+                gc.collect()
+                from hemhub.sense import link
+
+                try:
+                    await link.session(self, self._want.pop(0))
+                finally:
+                    link.unload()
+
+    def stats(self):
+        c = dict(self.counters)
+        c["enrolled"] = len(self.devices)
+        c["link"] = None if self._link is None else self._link.dev.name
+        c["last_error"] = self.last_error
+        return c

@@ -1,0 +1,266 @@
+"""One GATT session with an enrolled health device (the central's slow side).
+
+Loaded by central.Central.run() for a link and dropped after it (unload()),
+together with the GATT codecs: an ESP32 build freezes them into flash, the
+virtual hub keeps .mpy bytecode in RAM, and both sides together do not fit a
+96 KiB heap beside the always-on alarm path. Functions take the Central as
+`self` (its IRQ handler fills the _Link they wait on).
+
+Steps (protocol/gatt.md for the values): connect (the scan pauses only while
+the connection is being made), exchange MTU, pair/bond if the profile needs it,
+discover, read Device Information and Battery, set the clock (Current Time
+0x2A2B) if the hub's clock is trusted, subscribe (CCCD 0x2902), fetch stored
+records (RACP 0x2A52: report number, report all, confirm each, then delete),
+then stay while the device talks and leave when it has been quiet _IDLE_MS.
+"""
+import asyncio
+import sys
+import time
+
+from micropython import const
+
+from hemhub.codec import CodecError, gatt
+from hemhub.sense.central import Disconnected, _Link
+
+_PROP_WRITE = const(0x08)
+_PROP_INDICATE = const(0x20)
+_UUID_CCCD = const(0x2902)
+_UUID_RACP = const(0x2A52)
+_UUID_CURRENT_TIME = const(0x2A2B)
+_UUID_BATTERY = const(0x2A19)
+_SEEN = const(48)  # recent record keys (dedupe across reconnects)
+_OP_MS = const(3000)
+_CONNECT_MS = const(2500)
+_IDLE_MS = const(2000)  # a device quiet this long has sent everything
+_LINK_MS = const(60000)  # a stuck link ends here whatever the device does
+_TRUSTED_YEAR = const(2024)  # the hub's RTC starts at 2000 until the uplink sets it
+# Device Information (0x180A) and Battery (0x180F) characteristics read at connection
+_INFO = ((0x2A29, "manufacturer"), (0x2A24, "model"), (0x2A25, "serial"), (0x2A26, "firmware"))
+_EXTRA_SERVICES = (0x180A, 0x180F, 0x1805)
+
+
+def unload():
+    import hemhub.codec as c
+    import hemhub.sense as s
+
+    for m in ("gatt", "gatt_health", "gatt_fields", "ieee11073"):
+        sys.modules.pop("hemhub.codec." + m, None)
+        if hasattr(c, m):
+            delattr(c, m)
+    sys.modules.pop("hemhub.sense.link", None)
+    if hasattr(s, "link"):
+        delattr(s, "link")
+
+
+async def _wait(self, link, cond, ms=_OP_MS):
+    """Wait until cond() holds; TimeoutError when it does not in time, Disconnected
+    when the link goes (the two are told apart, as aioble's DeviceTimeout does)."""
+    end = time.ticks_add(time.ticks_ms(), ms)
+    while not cond():
+        if link.ended:
+            raise Disconnected()
+        left = time.ticks_diff(end, time.ticks_ms())
+        if left <= 0:
+            raise asyncio.TimeoutError()
+        try:
+            await asyncio.wait_for_ms(link.flag.wait(), left)
+        except asyncio.TimeoutError:
+            pass
+
+async def _op(self, link, start, ms=_OP_MS):
+    link.done = None
+    link.results = []
+    link.value = None
+    start()
+    await _wait(self, link, lambda: link.done is not None, ms)
+    return link.done
+
+async def _discover(self, link):
+    h = link.handle
+    await _op(self, link, lambda: self.ble.gattc_discover_services(h))
+    wanted = (link.dev.profile[0],) + _EXTRA_SERVICES
+    services = [s for s in link.results if s[2] in wanted]
+    chars = {}
+    for start, end, _u in services:
+        await _op(self, link, lambda s=start, e=end: self.ble.gattc_discover_characteristics(h, s, e))
+        for c_end, vh, props, uuid in link.results:
+            chars[uuid] = (vh, c_end, props)
+            link.uuids[vh] = uuid
+    return chars
+
+async def _subscribe(self, link, vh, c_end, props):
+    h = link.handle
+    await _op(self, link, lambda: self.ble.gattc_discover_descriptors(h, vh + 1, c_end))
+    for dh, uuid in link.results:
+        if uuid == _UUID_CCCD:
+            value = b"\x02\x00" if props & _PROP_INDICATE else b"\x01\x00"
+            return await _op(self, link, lambda dh=dh, v=value: self.ble.gattc_write(h, dh, v, 1)) == 0
+    return False
+
+async def _read(self, link, vh):
+    if await _op(self, link, lambda: self.ble.gattc_read(link.handle, vh)) == 0:
+        return link.value
+    return None
+
+async def session(self, d):
+    link = _Link(d)
+    self._link = link
+    ble = self.ble
+    try:
+        ble.gap_scan(None)  # the controller cannot start a connection while it scans
+        ble.gap_connect(0, d.addr, _CONNECT_MS)
+        try:
+            await _wait(self, link, lambda: link.up, _CONNECT_MS + 500)
+        except asyncio.TimeoutError:
+            ble.gap_connect(None)
+            raise
+        finally:
+            self._scan()
+        self.counters["connections"] += 1
+        await asyncio.wait_for_ms(_transfer(self, link), _LINK_MS)
+    except (Disconnected, asyncio.TimeoutError, OSError, CodecError) as e:
+        self.counters["failed"] += 1
+        self.last_error = "%s %s: %r" % (d.name, d.kind, e)
+    finally:
+        if link.up and not link.ended:
+            try:
+                ble.gap_disconnect(link.handle)
+                await _wait(self, link, lambda: False, 1000)
+            except (OSError, Disconnected, asyncio.TimeoutError):
+                pass
+        self._link = None
+        if self.keys:
+            self.keys.save()
+
+async def _transfer(self, link):
+    d = link.dev
+    h = link.handle
+    try:
+        await _op(self, link, lambda: self.ble.gattc_exchange_mtu(h), 1000)
+    except asyncio.TimeoutError:
+        pass  # the default MTU (23) does for every health measurement
+    if d.bond:
+        await _op(self, link, lambda: self.ble.gap_pair(h), 5000)
+        if not link.encrypted:
+            raise OSError("pairing failed")
+    chars = await _discover(self, link)
+    for uuid, key in _INFO:
+        if uuid in chars:
+            v = await _read(self, link, chars[uuid][0])
+            if v is not None:
+                d.info[key] = v.decode("utf-8", "replace") if isinstance(v, bytes) else None
+    if _UUID_BATTERY in chars:
+        v = await _read(self, link, chars[_UUID_BATTERY][0])
+        if v:
+            d.info["battery"] = v[0]
+    ct = chars.get(_UUID_CURRENT_TIME)
+    if ct and ct[2] & _PROP_WRITE and time.gmtime()[0] >= _TRUSTED_YEAR:
+        t = time.gmtime()
+        # CTS 3.1: adjust reason bit 1, external reference time update
+        data = gatt.encode_current_time(t[:6], t[6] + 1, 0, 2)
+        d.info["clock_set"] = await _op(self, link, lambda: self.ble.gattc_write(h, ct[0], data, 1)) == 0
+    for uuid in d.profile[1]:
+        if uuid in chars:
+            vh, c_end, props = chars[uuid]
+            await _subscribe(self, link, vh, c_end, props)
+    if _UUID_RACP in chars:
+        await _fetch_records(self, link, chars[_UUID_RACP][0])
+    # Stay while the device talks (stored measurements, a stream); leave when quiet.
+    while True:
+        try:
+            await _wait(self, link, lambda: link.values, _IDLE_MS)
+        except asyncio.TimeoutError:
+            return
+        await _drain(self, link)
+
+async def _drain(self, link, racp=None):
+    """Deliver queued values; returns the last RACP response seen (if racp)."""
+    got = None
+    while link.values:
+        vh, raw = link.values.pop(0)
+        uuid = link.uuids.get(vh)
+        if uuid is None:
+            continue
+        try:
+            res = gatt.decode(uuid, raw)
+        except CodecError as e:
+            self.counters["invalid"] += 1
+            self.last_error = "%s 0x%04X: %s" % (link.dev.name, uuid, e)
+            continue
+        if uuid == _UUID_RACP:
+            got = res
+            continue
+        if racp is not None:
+            racp.append(_reading(self, link.dev, uuid, res, raw))
+        else:
+            _deliver(self, link.dev, uuid, res, raw)
+        await asyncio.sleep_ms(0)  # let alarms run between readings
+    return got
+
+def _reading(self, d, uuid, res, raw):
+    res["addr"] = d.name
+    res["kind"] = d.kind
+    res["serves"] = d.serves
+    res["uuid"] = uuid
+    res["device"] = d.info
+    res["hub_time"] = time.time()
+    t = res.get("time")
+    res["device_time"] = gatt.time_iso(t) if t else None
+    # A key to drop the same stored record sent again after a reconnect: the
+    # device's own time stamp is part of the bytes.
+    res["_key"] = bytes(raw) if t and t[0] else None
+    return res
+
+def _seen_before(self, key):
+    if key is None:
+        return False
+    if key in self._seen:
+        self.counters["duplicates"] += 1
+        return True
+    return False
+
+def _deliver(self, d, uuid, res, raw):
+    """Hand one reading on; True when the consumer confirmed it is stored."""
+    if not isinstance(res.get("addr"), str):
+        res = _reading(self, d, uuid, res, raw)
+    key = res.pop("_key")
+    if _seen_before(self, key):
+        return True
+    self.counters["readings"] += 1
+    try:
+        ok = self.on_reading(res) is not False
+    except Exception as e:
+        self.last_error = repr(e)
+        ok = False
+    if ok and key is not None:
+        self._seen.append(key)
+        del self._seen[:-_SEEN]
+    return ok
+
+async def _racp(self, link, vh, op, records=None, ms=_OP_MS * 3):
+    h = link.handle
+    req = gatt.encode_racp(op, "all")
+    if await _op(self, link, lambda: self.ble.gattc_write(h, vh, req, 1)) != 0:
+        return None
+    end = time.ticks_add(time.ticks_ms(), ms)
+    while True:
+        await _wait(self, link, lambda: link.values, max(1, time.ticks_diff(end, time.ticks_ms())))
+        got = await _drain(self, link, records)
+        if got is not None:
+            return got
+
+async def _fetch_records(self, link, vh):
+    """PLXS 3.4: report stored records, hand each on, delete only when every
+    one is confirmed stored. A link lost before the delete leaves them on the
+    device; the next session sends them again and _seen drops the repeats."""
+    n = await _racp(self, link, vh, "report_number_of_stored_records")
+    if not n or not n.get("count"):
+        return
+    records = []
+    resp = await _racp(self, link, vh, "report_stored_records", records)
+    confirmed = 0
+    for r in records:
+        if _deliver(self, link.dev, r["uuid"], r, None):
+            confirmed += 1
+    if resp and resp.get("response") == "success" and confirmed == len(records) == n["count"]:
+        await _racp(self, link, vh, "delete_stored_records")

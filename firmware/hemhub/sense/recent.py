@@ -1,0 +1,60 @@
+"""The last alarm-class events, in RAM only, for diagnosis (service.events_json).
+
+A fixed ring: record() is the sensing layer's emit callback and allocates
+nothing (the event and source are constant strings, the ticks small ints).
+The journal, not this ring, is what keeps events across a restart.
+"""
+import time
+
+SIZE = 16
+
+_log = None
+
+
+class RecentEvents:
+    def __init__(self, size=SIZE):
+        self.size = size
+        self.total = 0  # events recorded since start; the ring keeps the last `size`
+        self._event = [None] * size
+        self._ticks = [0] * size
+        self._source = [None] * size
+        self._recorded = [0] * size
+
+    def record(self, event, ticks_ms, source):
+        i = self.total % self.size
+        self._event[i] = event
+        self._ticks[i] = ticks_ms
+        self._source[i] = source
+        self._recorded[i] = time.ticks_ms()
+        self.total += 1
+
+    def items(self):
+        """Oldest first: {"event", "ticks_ms", "source", "latency_ms"} each, where
+        latency_ms is how long after ticks_ms the event was recorded."""
+        n = min(self.total, self.size)
+        out = []
+        for k in range(self.total - n, self.total):
+            i = k % self.size
+            out.append({
+                "event": self._event[i],
+                "ticks_ms": self._ticks[i],
+                "source": self._source[i],
+                "latency_ms": time.ticks_diff(self._recorded[i], self._ticks[i]),
+            })
+        return out
+
+
+def open_log(size=SIZE):
+    """The application's ring (created on first use)."""
+    global _log
+    if _log is None:
+        _log = RecentEvents(size)
+    return _log
+
+
+def snapshot():
+    """{"recording": bool, "total": int, "events": [...]}; recording is False when
+    no application has recorded in this interpreter (e.g. after a soft reset)."""
+    if _log is None:
+        return {"recording": False, "total": 0, "events": []}
+    return {"recording": True, "total": _log.total, "events": _log.items()}

@@ -1,0 +1,145 @@
+"""Talking to a hub over its console, real or virtual, through mpremote's
+serial transport (raw REPL). Never a copy of it: only error translation and
+the hemhub service-call convention live here.
+
+mpremote TransportError -> hubctl TransportError / HubNotFoundError / HubStateError,
+each with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import os
+import stat
+
+from mpremote.transport import TransportError as MpTransportError
+from mpremote.transport import TransportExecError
+from mpremote.transport_serial import SerialTransport
+
+from .errors import HubNotFoundError, HubStateError, TransportError
+
+
+def _diagnose_port(port: str) -> None:
+    """Raise a precise error for a port that cannot be opened."""
+    if not os.path.exists(port):
+        raise HubNotFoundError(f"There is no serial port {port}.",
+                               hint="Check the cable and the port name (ls /dev/ttyUSB* /dev/ttyACM*), "
+                                    "or for a virtual hub use the path in DIR/console.")
+    mode = os.stat(port).st_mode
+    if not stat.S_ISCHR(mode):
+        raise HubNotFoundError(f"{port} is not a serial port (not a character device).")
+    try:
+        fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except PermissionError:
+        raise HubNotFoundError(f"No permission to open {port}.",
+                               hint="Add yourself to the dialout group, or run as root.") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise HubStateError(f"The console {port} is busy: another program (mpremote, a terminal, "
+                                f"another hubctl) has it open.", hint="Close that program and try again.") from None
+        import termios
+
+        try:
+            termios.tcgetattr(fd)
+        except termios.error:
+            raise HubNotFoundError(f"{port} is not a serial port (not a terminal).") from None
+    finally:
+        os.close(fd)
+
+
+class HubConsole:
+    """A raw-REPL session with a hub. Use as a context manager.
+
+    On close the hub is soft-reset into its application again (resume=True), so
+    a status query does not leave the hub stopped at a prompt.
+
+    soft_reset=False interrupts the application (Ctrl-C) instead of restarting
+    the interpreter before the session, so its RAM state (e.g. the recent
+    events, service.events_json) can still be read.
+    """
+
+    ATTEMPTS = 3
+    ATTEMPT_S = 4
+
+    def __init__(self, port: str, *, resume: bool = True, baudrate: int = 115200, soft_reset: bool = True):
+        self.port = port
+        self.resume = resume
+        quiet = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(quiet):
+                # A read timeout, so a hub that never answers ends in an error
+                # instead of a hang (mpremote reads a pty without one).
+                self.transport = SerialTransport(port, baudrate=baudrate, timeout=1)
+        except MpTransportError:
+            _diagnose_port(port)
+            raise TransportError(f"Could not open {port}.") from None
+        # A hub that is still starting can swallow the first Ctrl-C in boot.py
+        # (main.py then runs on): interrupt again, a few times, before giving up.
+        for attempt in range(self.ATTEMPTS):
+            try:
+                with contextlib.redirect_stdout(quiet):
+                    self.transport.enter_raw_repl(soft_reset=soft_reset, timeout_overall=self.ATTEMPT_S)
+                break
+            except (MpTransportError, OSError):
+                if attempt + 1 < self.ATTEMPTS:
+                    continue
+                self.transport.close()
+                raise TransportError(f"No MicroPython REPL answered on {port}.",
+                                 hint="Is this the hub's port and is the hub powered? For a virtual hub, "
+                                      "check that hubctl vhub run is running.") from None
+
+    def __enter__(self) -> HubConsole:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def exec(self, code: str, timeout: float = 30) -> str:
+        try:
+            out = self.transport.exec_raw(code, timeout=timeout)
+        except MpTransportError as e:
+            raise TransportError(f"Lost the console on {self.port} while running a command ({e}).",
+                                 hint="Check the cable; if the hub rebooted, run the command again.") from None
+        stdout, stderr = out
+        if stderr:
+            raise TransportExecError(stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+        return stdout.decode(errors="replace")
+
+    def call(self, module: str, func: str, *args) -> object:
+        """Call hemhub.<module>.<func>(*args) on the hub; it prints one JSON line."""
+        arglist = ", ".join(repr(a) for a in args)
+        code = f"import hemhub.{module} as _m\n_m.{func}({arglist})\n"
+        try:
+            out = self.exec(code)
+        except TransportExecError as e:
+            err = e.error_output.strip().splitlines()
+            last = err[-1] if err else "unknown error"
+            if "ImportError" in last and "hemhub" in last:
+                raise HubStateError(f"The hub on {self.port} answers, but runs no hemhub firmware ({last}).",
+                                    hint="Flash or deploy the firmware first (hubctl flash / hubctl deploy).") from None
+            raise HubStateError(f"hemhub.{module}.{func} failed on the hub: {last}") from None
+        line = out.strip().splitlines()[-1] if out.strip() else ""
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise HubStateError(f"The hub's reply to {module}.{func} is not JSON: {out.strip()[:200]!r}") from None
+
+    def close(self) -> None:
+        t = self.transport
+        try:
+            t.exit_raw_repl()
+            if self.resume:
+                t.serial.write(b"\x04")  # soft reset in the friendly REPL: boot.py, then main.py
+                t.read_until(1, b"soft reboot\r\n", timeout=2)
+        except (MpTransportError, OSError):
+            pass
+        finally:
+            try:
+                t.close()
+            except OSError:
+                pass

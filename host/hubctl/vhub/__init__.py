@@ -1,0 +1,1 @@
+"""The virtual hub: the real MicroPython interpreter, emulated board below its API."""

@@ -1,0 +1,115 @@
+# Link from the emulated board to the world process (the host-side simulator).
+#
+# Three AF_UNIX connections to the world socket, each with one owner:
+#   ctl  - main thread: requests (one JSON line out, one JSON line back) and notices;
+#   irq  - the reader thread: world events in; it hands each line to
+#          micropython.schedule (so handlers run on the main thread between
+#          bytecodes, like ESP32 IRQ callbacks) and acknowledges it;
+#   wake - main thread: after an acknowledged event the world writes one byte here,
+#          so blocking waits (select.poll, time.sleep, the REPL) return at once,
+#          the way an interrupt ends a WFI on the chip.
+# The reader thread touches nothing but its own socket and buffer (this build
+# has no GIL).
+import _thread
+import json
+import os
+import socket
+import struct
+
+import micropython
+import utime
+
+_path = os.getenv("HEMHUB_WORLD")
+_boot = os.getenv("HEMHUB_BOOT_ID") or "0"
+_handlers = {}
+
+
+def _connect(role):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The Unix port's connect() takes a raw sockaddr: struct sockaddr_un.
+    s.connect(struct.pack("<H", socket.AF_UNIX) + _path.encode() + b"\0")
+    s.send(b'{"hello":"%s","boot":"%s"}\n' % (role.encode(), _boot.encode()))
+    return s
+
+
+_ctl = _connect("ctl")
+_wake = _connect("wake")
+_irq = _connect("irq")
+
+
+def _readline(sock):
+    # The ctl socket is used only synchronously, so a byte-at-a-time read is
+    # enough and keeps no buffer around.
+    out = bytearray()
+    while True:
+        c = sock.recv(1)
+        if not c:
+            raise OSError("world closed")
+        if c == b"\n":
+            return out
+        out.extend(c)
+
+
+def request(msg):
+    _ctl.send(json.dumps(msg).encode() + b"\n")
+    reply = json.loads(_readline(_ctl))
+    if "error" in reply:
+        raise OSError(reply["error"])
+    return reply
+
+
+def notify(msg):
+    msg["noreply"] = 1
+    _ctl.send(json.dumps(msg).encode() + b"\n")
+
+
+def on(kind, handler):
+    _handlers[kind] = handler
+
+
+def _dispatch(line):
+    ev = json.loads(line)
+    h = _handlers.get(ev.get("ev"))
+    if h is not None:
+        h(ev)
+
+
+def wake_socket():
+    return _wake
+
+
+def drain_wake():
+    try:
+        _wake.recv(64)
+    except OSError:
+        pass
+
+
+def _reader():
+    buf = b""
+    while True:
+        try:
+            data = _irq.recv(256)
+        except OSError:
+            return
+        if not data:
+            return
+        buf += data
+        while True:
+            i = buf.find(b"\n")
+            if i < 0:
+                break
+            line = buf[:i]
+            buf = buf[i + 1 :]
+            while True:
+                try:
+                    micropython.schedule(_dispatch, line)
+                    break
+                except RuntimeError:  # schedule queue full: wait like a pending IRQ
+                    utime.sleep_ms(1)
+            _irq.send(b"a\n")
+
+
+_wake.setblocking(False)
+hello = request({"req": "hello"})
+_thread.start_new_thread(_reader, ())

