@@ -8,6 +8,7 @@ tests and scripts call directly. Errors are HubctlError subclasses, printed as
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -17,6 +18,9 @@ from pathlib import Path
 
 from . import __version__
 from .errors import HubctlError, HubStateError, UsageError
+
+# Modules under hubctl/ that add their own verbs (a register(subparsers) each).
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _print_json(obj) -> None:
@@ -424,6 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--timeout", type=float, default=5.0, help="seconds to listen (default 5)")
     x.add_argument("--json", action="store_true", help="machine-readable output")
     x.set_defaults(func=cmd_ble_scan)
+
+    # Verbs that live in their own modules: each has register(subparsers).
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}").register(sub)
     return p
 
 

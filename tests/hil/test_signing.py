@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import random
 import re
 import subprocess
@@ -96,8 +97,14 @@ def test_records_verify_on_the_host(vhub, ca, tmp_path):
     assert r.returncode == 1 and "stream has problems" in r.stdout
 
 
+# Each cut costs about 0.5 s (reboot, then mpremote's raw-REPL entry); the default
+# keeps the suite inside its time budget; a bench raises it with HEMHUB_TORTURE_KILLS.
+TORTURE_KILLS = int(os.environ.get("HEMHUB_TORTURE_KILLS", "200"))
+
+
+@pytest.mark.timeout(60 + 4 * TORTURE_KILLS)
 def test_power_cut_torture_while_appending(vhub, ca, sim_only):
-    """200 random power cuts while signed records are appended: every committed
+    """Random power cuts (200 by default) while signed records are appended: every committed
     record survives and verifies, sequence numbers are never reused, and every
     gap is declared by a signed gap marker."""
     _, cert = provision_identity(vhub, ca)
@@ -106,7 +113,7 @@ def test_power_cut_torture_while_appending(vhub, ca, sim_only):
     line = re.compile(rb"C (\d+) ([0-9a-f]{16})\r?\n")
     kills = 0
     with vhub.world() as w:
-        for kills in range(1, 201):
+        for kills in range(1, TORTURE_KILLS + 1):
             con = HubConsole(vhub.port, resume=False)
             try:
                 con.transport.exec_raw_no_follow(APPENDER)
@@ -126,7 +133,7 @@ def test_power_cut_torture_while_appending(vhub, ca, sim_only):
                 seq, digest = int(m.group(1)), m.group(2).decode()
                 assert committed.setdefault(seq, digest) == digest, f"seq {seq} reused (kill {kills})"
             w.wait_ready()
-    assert kills == 200
+    assert kills == TORTURE_KILLS
     with HubConsole(vhub.port) as con:
         recs = fetch(con)
     stored = {}
@@ -140,5 +147,5 @@ def test_power_cut_torture_while_appending(vhub, ca, sim_only):
     assert not report.rejected, report.rejected[:3]
     assert not report.reused and not report.duplicates
     assert not report.gaps, f"undeclared gaps: {report.gaps[:5]}"
-    assert len(committed) > 200
+    assert len(committed) > TORTURE_KILLS, f"only {len(committed)} records committed"
 

@@ -355,8 +355,12 @@ class Radio:
             with self.cv:
                 now = time.monotonic()
                 due = self.queue[0][0] if self.queue else now + 0.05
+                if self.scan_until is not None:
+                    due = min(due, next_adv)
                 if due > now:
-                    self.cv.wait(min(due - now, max(0.0, next_adv - now), 0.05))
+                    # Never a zero wait while idle: that spin held the GIL and slowed
+                    # every in-process console reader to ~700 bytes/s.
+                    self.cv.wait(min(due - now, 0.05))
                     now = time.monotonic()
                 items = []
                 while self.queue and self.queue[0][0] <= now:
