@@ -20,7 +20,7 @@ from . import __version__
 from .errors import HubctlError, HubStateError, UsageError
 
 # Modules under hubctl/ that add their own verbs (a register(subparsers) each).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("ca", "inventory", "audit", "provision", "broker", "fleet")
 
 
 def _print_json(obj) -> None:
@@ -156,24 +156,24 @@ def cmd_vhub_world(args) -> int:
             else:
                 secs = int(time.time()) if words[1] == "now" else int(words[1])
                 reply = w.call("clock", set=secs)
-        elif words[0] == "ble" and len(words) >= 2:
-            # ble OP key=value ...  (values parsed as JSON when they are JSON: n=5, open=true)
+        elif words[0] in ("ble", "net") and len(words) >= 2:
+            # ble|net OP key=value ...  (values parsed as JSON when they are JSON: n=5, open=true)
             args = {}
             for kv in words[2:]:
                 k, sep, v = kv.partition("=")
                 if not sep:
-                    raise UsageError(f"ble arguments are key=value, not {kv!r}.")
+                    raise UsageError(f"{words[0]} arguments are key=value, not {kv!r}.")
                 try:
                     args[k] = json.loads(v)
                 except ValueError:
                     args[k] = v
-            reply = w.call("ble", op=words[1], **args)
+            reply = w.call(words[0], op=words[1], **args)
         elif words[0] == "raw" and len(words) == 2:
             msg = json.loads(words[1])
             reply = w.call(msg.pop("cmd"), **msg)
         else:
             raise UsageError(f"Unknown world command: {' '.join(words)!r}.",
-                             hint="Try: state | pin GPIO 0|1 | power on|off|cut | reset | clock [now|EPOCH] | ble OP k=v "
+                             hint="Try: state | pin GPIO 0|1 | power on|off|cut | reset | clock [now|EPOCH] | ble OP k=v | net OP k=v "
                                   "| raw JSON (docs/vhub.md lists them).")
     _print_json(reply)
     return 0
