@@ -20,7 +20,7 @@ from . import __version__
 from .errors import HubctlError, HubStateError, UsageError
 
 # Modules under hubctl/ that add their own verbs (a register(subparsers) each).
-COMMAND_MODULES: tuple[str, ...] = ("ca", "inventory", "audit", "provision", "broker", "fleet")
+COMMAND_MODULES: tuple[str, ...] = ("ca", "inventory", "audit", "provision", "broker", "fleet", "deploy")
 
 
 def _print_json(obj) -> None:

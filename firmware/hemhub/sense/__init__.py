@@ -1,25 +1,51 @@
-"""Sensing: the BLE central (central.py), bonding keys (keys.py).
+"""Sensing: the BLE central (central.py), bonding keys (keys.py), the wired
+inputs (gpio.py) and the hand-over to the record path (sink.py).
 
-start(cfg) builds the central from the enrolment list in the config and
-returns its task's coroutine; readings and alarm events go to the hooks given
-(the journal's, once it lands) and to a small in-RAM window for the service
-API (hemhub.service.readings_json).
+start(cfg, sink) builds the central from the enrolment list in the config and
+returns its task's coroutine. Each reading goes to a small in-RAM window
+(recent_readings, compact) and to the sink; each alarm event to the shared
+event ring (recent.py, also the wired inputs') and to the sink. The service
+API (hemhub.service.readings_json) shows both.
 """
 from micropython import const
 
-_RECENT = const(12)
+from hemhub.sense import recent
+
+_RECENT = const(8)
+# what the recent window keeps of a reading (the rest is in the signed record)
+_KEEP = ("addr", "kind", "uuid", "observations", "device_time", "hub_time", "from_storage",
+         "device_clock_not_set", "user_id", "device")
 
 recent_readings = []
-recent_events = []
 current = None
 
 
-def _keep(lst, item):
-    lst.append(item)
-    del lst[:-_RECENT]
+def link_unload():
+    """Drop the GATT side (link.py and the GATT codecs) after a link, also when
+    its import failed half-way (MemoryError)."""
+    import sys
+
+    import hemhub.codec as c
+    import hemhub.sense as s
+
+    for m in ("gatt", "gatt_health", "gatt_fields", "ieee11073"):
+        sys.modules.pop("hemhub.codec." + m, None)
+        if hasattr(c, m):
+            delattr(c, m)
+    sys.modules.pop("hemhub.sense.link", None)
+    if hasattr(s, "link"):
+        delattr(s, "link")
 
 
-def start(cfg, on_reading=None, on_event=None):
+def _compact(r):
+    out = {}
+    for k in _KEEP:
+        if k in r:
+            out[k] = r[k]
+    return out
+
+
+def start(cfg, sink=None):
     """The sensing task's coroutine for cfg["peripherals"] (None if there are none)."""
     global current
     peripherals = cfg.get("peripherals") or []
@@ -30,14 +56,22 @@ def start(cfg, on_reading=None, on_event=None):
     from hemhub.sense.central import Central
     from hemhub.sense.keys import KeyStore
 
+    ring = recent.open_log()
+
     def _reading(r):
-        _keep(recent_readings, r)
-        return on_reading(r) if on_reading else True
+        recent_readings.append(_compact(r))
+        del recent_readings[:-_RECENT]
+        return sink.reading(r) if sink is not None else True
 
     def _event(e):
-        _keep(recent_events, e)
-        if on_event:
-            on_event(e)
+        ring.record(e["event"], e["rx_ticks"], "ble", e)
+        if sink is not None:
+            from hemhub.sense.sink import event_record
+
+            t, src, v, p = event_record(e)
+            sink.alarm(t, src, v, p)
 
     current = Central(bluetooth.BLE(), peripherals, _reading, _event, KeyStore())
+    if sink is not None:
+        current.sync = sink.sync
     return current.run()

@@ -58,6 +58,7 @@ _NO_CONN = const(0xFFFF)
 _MAX_VALUE = const(64)  # longest health measurement with every optional field is ~30 bytes
 _QUEUE = const(8)
 _MAX_RESULTS = const(24)
+_RETRY_MS = const(500)  # pause after a failed link before the next one
 
 # kind -> (service, characteristics to subscribe, bond by default)
 _PROFILES = {
@@ -139,14 +140,19 @@ class Central:
             self.devices[bytes(p.addr)] = p
         self.counters = {"unknown_adverts": 0, "adverts": 0, "rejected": 0, "dropped": 0, "oversized": 0,
                          "invalid": 0, "connections": 0, "failed": 0, "readings": 0, "duplicates": 0,
-                         "events": 0}
+                         "events": 0, "no_memory": 0}
         self.last_error = None
         self._adv = []
+        self._wakes = 0
         self._adv_flag = asyncio.ThreadSafeFlag()
         self._want = []  # GATT devices that advertised (bounded by the enrolment list)
         self._want_flag = asyncio.ThreadSafeFlag()
         self._link = None
         self._seen = []
+        # async () -> bool: every reading handed on is stored for good (the
+        # record path's journal); stored records are deleted from a device
+        # only then. None: on_reading's confirmation is enough.
+        self.sync = None
         ble.irq(self._irq)
 
     # -- IRQ: copy, look up, flag; nothing else ------------------------------------------
@@ -157,7 +163,7 @@ class Central:
                 self.counters["unknown_adverts"] += 1
             elif d.receiver is not None:
                 if len(self._adv) < _QUEUE:
-                    self._adv.append((d, bytes(data[4]), time.ticks_ms()))
+                    self._adv.append((d, bytes(data[4]), time.ticks_ms(), self._wakes))
                     self._adv_flag.set()
                 else:
                     self.counters["dropped"] += 1
@@ -195,7 +201,8 @@ class Central:
             if len(link.results) < _MAX_RESULTS:
                 # service: (start, end, uuid); characteristic: (end, value handle, props, uuid);
                 # descriptor: (handle, uuid)
-                link.results.append(tuple(_u16(x) if i == len(data) - 1 else x for i, x in enumerate(data[1:])))
+                # (the UUID is the last argument; it becomes an int here)
+                link.results.append(tuple(data[1:-1]) + (_u16(data[-1]),))
         elif event == _IRQ_ENCRYPTION_UPDATE:
             link.encrypted = bool(data[1])
             link.done = 0
@@ -211,8 +218,12 @@ class Central:
     async def _alarms(self):
         while True:
             await self._adv_flag.wait()
+            self._wakes += 1
             while self._adv:
-                d, adv, rx = self._adv.pop(0)
+                d, adv, rx, woke = self._adv.pop(0)
+                # How many times the alarm task woke between the IRQ and now:
+                # 1 = handled in the first scheduling of the task after it.
+                waits = self._wakes - woke
                 self.counters["adverts"] += 1
                 try:
                     sd = bthome.service_data(adv)
@@ -220,7 +231,13 @@ class Central:
                 except CodecError as e:
                     # A replay, a downgrade, a MIC failure: loud, a technical alarm.
                     self.counters["rejected"] += 1
-                    self._event(d, "bthome_rejected", None, str(e), rx)
+                    self._event(d, "bthome_rejected", None, str(e), rx, waits)
+                    continue
+                except MemoryError:
+                    # The heap is full for a moment: lose this advert (the sensor
+                    # re-broadcasts), never the alarm task.
+                    self.counters["no_memory"] += 1
+                    gc.collect()
                     continue
                 if res is None:
                     continue
@@ -229,13 +246,14 @@ class Central:
                         if value == d.state:
                             continue
                         d.state = value
-                    self._event(d, ev, obj, value, rx)
+                    self._event(d, ev, obj, value, rx, waits)
 
-    def _event(self, d, ev, obj, value, rx):
+    def _event(self, d, ev, obj, value, rx, waits):
         self.counters["events"] += 1
         try:
             self.on_event({"event": ev, "object": obj, "value": value, "addr": d.name, "kind": d.kind,
-                           "serves": d.serves, "rx_ticks": rx, "ticks": time.ticks_ms(), "time": time.time()})
+                           "serves": d.serves, "rx_ticks": rx, "ticks": time.ticks_ms(), "waits": waits,
+                           "time": time.time()})
         except Exception as e:  # the consumer's fault must not stop alarms
             self.last_error = repr(e)
 
@@ -252,15 +270,26 @@ class Central:
             if not self._want:
                 await self._want_flag.wait()
             if self._want:
-                # The GATT side (this module's link.py and the GATT codecs, ~30 KiB of
-                # RAM as .mpy) is loaded for a link and dropped after it.
+                # The GATT side (link.py and the GATT codecs, ~13 KiB of RAM even
+                # imported in place from ROMFS) is loaded for a link and dropped after it.
+                d = self._want.pop(0)
                 gc.collect()
-                from hemhub.sense import link
-
                 try:
-                    await link.session(self, self._want.pop(0))
+                    from hemhub.sense import link
+
+                    await link.session(self, d)
+                except MemoryError:
+                    # No room for a link now: the device keeps its data and advertises
+                    # again; alarms (this task's other half) go on regardless.
+                    self.counters["failed"] += 1
+                    self.counters["no_memory"] += 1
+                    self.last_error = "%s %s: no memory for a GATT link" % (d.name, d.kind)
                 finally:
-                    link.unload()
+                    from hemhub.sense import link_unload
+
+                    link_unload()
+                    gc.collect()
+                await asyncio.sleep_ms(_RETRY_MS if self.last_error else 0)
 
     def stats(self):
         c = dict(self.counters)

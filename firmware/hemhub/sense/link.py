@@ -1,6 +1,7 @@
 """One GATT session with an enrolled health device (the central's slow side).
 
-Loaded by central.Central.run() for a link and dropped after it (unload()),
+Loaded by central.Central.run() for a link and dropped after it
+(hemhub.sense.link_unload()),
 together with the GATT codecs: an ESP32 build freezes them into flash, the
 virtual hub keeps .mpy bytecode in RAM, and both sides together do not fit a
 96 KiB heap beside the always-on alarm path. Functions take the Central as
@@ -14,7 +15,6 @@ records (RACP 0x2A52: report number, report all, confirm each, then delete),
 then stay while the device talks and leave when it has been quiet _IDLE_MS.
 """
 import asyncio
-import sys
 import time
 
 from micropython import const
@@ -37,19 +37,6 @@ _TRUSTED_YEAR = const(2024)  # the hub's RTC starts at 2000 until the uplink set
 # Device Information (0x180A) and Battery (0x180F) characteristics read at connection
 _INFO = ((0x2A29, "manufacturer"), (0x2A24, "model"), (0x2A25, "serial"), (0x2A26, "firmware"))
 _EXTRA_SERVICES = (0x180A, 0x180F, 0x1805)
-
-
-def unload():
-    import hemhub.codec as c
-    import hemhub.sense as s
-
-    for m in ("gatt", "gatt_health", "gatt_fields", "ieee11073"):
-        sys.modules.pop("hemhub.codec." + m, None)
-        if hasattr(c, m):
-            delattr(c, m)
-    sys.modules.pop("hemhub.sense.link", None)
-    if hasattr(s, "link"):
-        delattr(s, "link")
 
 
 async def _wait(self, link, cond, ms=_OP_MS):
@@ -205,10 +192,13 @@ def _reading(self, d, uuid, res, raw):
     res["device"] = d.info
     res["hub_time"] = time.time()
     t = res.get("time")
-    res["device_time"] = gatt.time_iso(t) if t else None
     # A key to drop the same stored record sent again after a reconnect: the
-    # device's own time stamp is part of the bytes.
+    # device's own time stamp (set or not) is part of the bytes.
     res["_key"] = bytes(raw) if t and t[0] else None
+    if not t or not t[0] or res.get("device_clock_not_set"):
+        # no time stamp, "not known" (year 0), or a clock the device says was never set
+        res["time"] = t = None
+    res["device_time"] = gatt.time_iso(t) if t else None
     return res
 
 def _seen_before(self, key):
@@ -263,4 +253,6 @@ async def _fetch_records(self, link, vh):
         if _deliver(self, link.dev, r["uuid"], r, None):
             confirmed += 1
     if resp and resp.get("response") == "success" and confirmed == len(records) == n["count"]:
+        if self.sync is not None and not await self.sync():
+            return  # not committed (or no journal): the device keeps them
         await _racp(self, link, vh, "delete_stored_records")

@@ -1,7 +1,9 @@
-"""The last alarm-class events, in RAM only, for diagnosis (service.events_json).
+"""The last alarm-class events, in RAM only, for diagnosis (service.events_json,
+service.readings_json): the wired inputs' and the BLE central's in one ring.
 
 A fixed ring: record() is the sensing layer's emit callback and allocates
 nothing (the event and source are constant strings, the ticks small ints).
+A BLE event also keeps its dict (addr, kind, object, value, ...) as `detail`.
 The journal, not this ring, is what keeps events across a restart.
 """
 import time
@@ -19,9 +21,11 @@ class RecentEvents:
         self._ticks = [0] * size
         self._source = [None] * size
         self._recorded = [0] * size
+        self._detail = [None] * size
 
-    def record(self, event, ticks_ms, source):
+    def record(self, event, ticks_ms, source, detail=None):
         i = self.total % self.size
+        self._detail[i] = detail
         self._event[i] = event
         self._ticks[i] = ticks_ms
         self._source[i] = source
@@ -30,17 +34,20 @@ class RecentEvents:
 
     def items(self):
         """Oldest first: {"event", "ticks_ms", "source", "latency_ms"} each, where
-        latency_ms is how long after ticks_ms the event was recorded."""
+        latency_ms is how long after ticks_ms the event was recorded; a BLE
+        event adds its detail's keys (addr, kind, object, value, serves, ...)."""
         n = min(self.total, self.size)
         out = []
         for k in range(self.total - n, self.total):
             i = k % self.size
-            out.append({
-                "event": self._event[i],
-                "ticks_ms": self._ticks[i],
-                "source": self._source[i],
-                "latency_ms": time.ticks_diff(self._recorded[i], self._ticks[i]),
-            })
+            e = {}
+            if self._detail[i]:
+                e.update(self._detail[i])
+            e["event"] = self._event[i]
+            e["ticks_ms"] = self._ticks[i]
+            e["source"] = self._source[i]
+            e["latency_ms"] = time.ticks_diff(self._recorded[i], self._ticks[i])
+            out.append(e)
         return out
 
 

@@ -385,8 +385,8 @@ class Radio:
     def _periodic_adverts(self) -> None:
         with self.lock:
             busy = {c.dev.addr for c in self.conns.values()}
-            devs = [d for d in self.devices.values() if d.wants_connection() and d.addr not in busy
-                    and not d.misbehave.get("silent")]
+            # (a "silent" device advertises but never answers a connection request)
+            devs = [d for d in self.devices.values() if d.wants_connection() and d.addr not in busy]
         for d in devs:
             adv_type, data = d.advert()
             self._advert(d, adv_type, data)
@@ -522,11 +522,11 @@ class Radio:
 
     def _gatt(self, cn: _Conn, req: str, msg: dict) -> dict:
         d, h = cn.dev, cn.handle
-        if d.misbehave.get("mute"):
-            return {}  # accepts the request, never answers: the hub must time out
-        if req == "ble_disconnect":
+        if req == "ble_disconnect":  # the hub's controller ends the link; no answer from the device needed
             self.disconnect(cn)
             return {"ok": True}
+        if d.misbehave.get("mute"):
+            return {}  # accepts the request, never answers: the hub must time out
         if req == "ble_mtu":
             self.emit(MTU_EXCHANGED, [h, 185], conn=h)
         elif req == "ble_pair":

@@ -60,11 +60,14 @@ def compile_board(out: Path) -> Path:
     from ..build import mpy_cross_path
 
     out.mkdir(parents=True, exist_ok=True)
+    (out / "lazy").mkdir(exist_ok=True)
     mpy_cross = mpy_cross_path()
-    for src in sorted(BOARD_DIR.glob("*.py")):
+    # board/lazy/: built into the ESP32 runtime too, but loaded here only when the
+    # firmware first imports them (network, socket, UART), to spare the reserve.
+    for src in sorted(BOARD_DIR.glob("*.py")) + sorted(BOARD_DIR.glob("lazy/*.py")):
         if src.name == "_imgtool.py":
             continue
-        dst = out / (src.stem + ".mpy")
+        dst = out / src.relative_to(BOARD_DIR).with_suffix(".mpy")
         if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
             continue
         subprocess.run([mpy_cross, "-s", src.name, "-o", str(dst), str(src)], check=True,
@@ -119,6 +122,9 @@ class Supervisor:
         from .radio import Radio
 
         self.parts["ble"] = Radio(self)
+        from .net import Net
+
+        self.parts["net"] = Net(self)
         self.ticks0 = 0
         self._next_mode = "friendly"
         self._next_cause = PWRON_RESET
@@ -196,6 +202,8 @@ class Supervisor:
         with self.lock:
             self.stopping.set()
             self._kill_board()
+            for part in self.parts.values():
+                getattr(part, "close", lambda: None)()
         for p in (self.hub.console_file, self.hub.world_socket):
             try:
                 p.unlink()
@@ -274,6 +282,8 @@ class Supervisor:
         b = _Board(self.boot_seq, proc)
         self.board = b
         self.boots.append((b.boot_id, cause))
+        for part in self.parts.values():  # parts that live on the board (WiFi, PPP) restart with it
+            getattr(part, "board_reset", lambda cause: None)(cause)
         threading.Thread(target=self._console_out_loop, args=(b,), daemon=True).start()
         threading.Thread(target=self._reap, args=(b,), daemon=True).start()
 
@@ -470,6 +480,8 @@ class Supervisor:
                 self.pins[msg["gpio"]] = msg["level"]
                 self.outputs_log.append((time.time(), msg["gpio"], msg["level"]))
                 del self.outputs_log[:-1000]
+                for part in self.parts.values():  # lines wired to a part (the modem's PWRKEY)
+                    getattr(part, "pin_out", lambda gpio, level: None)(msg["gpio"], msg["level"])
                 return {}
             if req == "pin_mode":
                 self.pin_modes[msg["gpio"]] = msg["mode"]

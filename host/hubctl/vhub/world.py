@@ -104,6 +104,26 @@ class WorldClient:
     def ble_press(self, addr: str, event: str = "press") -> None:
         self.ble("press", addr=addr, event=event)
 
+    # -- the network (docs/vhub.md, "Network") ------------------------------------------------
+    def net(self, op: str = "state", **args) -> dict:
+        return self.call("net", op=op, **args)
+
+    def net_ap(self, ssid: str, **settings) -> dict:
+        """Add or change an access point: psk, rssi, channel, up."""
+        return self.net("ap", ssid=ssid, **settings)["ap"]
+
+    def net_link(self, name: str, **settings) -> dict:
+        """Cut, slow or make lossy one link's path: cut, latency_ms, loss."""
+        return self.net("link", name=name, **settings)["link"]
+
+    def net_modem(self, **settings) -> dict:
+        """The modem: sim, pin, reg, csq, apn, fault, drop_carrier, pwrkey_ms, boot_ms, reg_ms."""
+        return self.net("modem", **settings)["modem"]
+
+    def net_host(self, name: str, ip: str = "127.0.0.1") -> dict:
+        """A name the hub's getaddrinfo resolves."""
+        return self.net("host", name=name, ip=ip)
+
     def wait_ready(self, timeout: float = 10.0) -> dict:
         """Wait until the interpreter is up and connected to the world."""
         deadline = time.monotonic() + timeout

@@ -1,7 +1,7 @@
 # The virtual hub's runtime start-up: what the ESP32 port does in C and in its
 # frozen _boot.py, done for the Unix-port interpreter. Started by the
 # supervisor (hubctl vhub run) for every power-on, hard reset and soft reset:
-#   1. load the emulation modules (machine, esp32, time, select) from the board
+#   1. load the emulation modules (machine, esp32, time, select, bluetooth) from the board
 #      directory, which plays the role of the ESP32 build's C modules;
 #   2. mount the app partition (label "vfs") over '/', as _boot.py does;
 #   3. run boot.py, then main.py unless a soft reset came from the raw REPL;
@@ -17,6 +17,7 @@ import select
 import machine
 import esp32
 import vfs
+import bluetooth  # the radio: NimBLE is part of the ESP32 runtime, not of the firmware
 import _repl
 
 gc.collect()
@@ -41,6 +42,11 @@ def _mount_root():
     # The emulation modules are all imported by now, like C modules linked into
     # the ESP32 runtime; the host directory they came from is not visible.
     sys.path[:] = ["", ".frozen", "/rom", "/rom/lib", "/lib"] if _romfs else ["", ".frozen", "/lib"]
+    # ... except board/lazy (network, socket, UART): built in on the chip, loaded
+    # here on first import from a hidden mount (not listed in "/"); last on the
+    # path, as a built-in yields to /lib.
+    vfs.mount(vfs.VfsPosix((os.getenv("HEMHUB_BOARD_DIR") or ".") + "/lazy"), "/.board")
+    sys.path.append("/.board")
     os.chdir("/")
 
 

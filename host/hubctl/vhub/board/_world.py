@@ -86,21 +86,37 @@ def drain_wake():
 
 
 def _reader():
+    # This thread allocates on the shared heap (the emulation's cost; the chip's
+    # driver does not): when the firmware has it full, wait like a busy bus
+    # rather than die, which would end every interrupt for the rest of the boot.
     buf = b""
     while True:
         try:
             data = _irq.recv(256)
+        except MemoryError:
+            utime.sleep_ms(2)
+            continue
         except OSError:
             return
         if not data:
             return
-        buf += data
+        while True:
+            try:
+                buf += data
+                break
+            except MemoryError:
+                utime.sleep_ms(2)
         while True:
             i = buf.find(b"\n")
             if i < 0:
                 break
-            line = buf[:i]
-            buf = buf[i + 1 :]
+            try:
+                line = buf[:i]
+                rest = buf[i + 1 :]
+            except MemoryError:
+                utime.sleep_ms(2)
+                continue
+            buf = rest
             while True:
                 try:
                     micropython.schedule(_dispatch, line)

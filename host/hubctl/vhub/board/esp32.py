@@ -4,6 +4,9 @@
 import os
 
 _BLOCK = 4096
+_CHUNK = 256  # flash I/O in pieces this big: the emulation keeps no block-sized buffers
+_ERASED = b"\xff" * _CHUNK
+_scratch = bytearray(_CHUNK)
 _files = {}  # label -> open image file
 _table = []  # (name, label, type, subtype, offset, size)
 
@@ -74,24 +77,34 @@ class Partition:
         pos = block_num * self._bs + offset
         f = self._f
         n = len(buf)
-        old = bytearray(n)
-        f.seek(pos)
-        f.readinto(old)
-        if min(old) != 0xFF:  # programming over programmed bits: AND, like NOR flash
-            for i in range(n):
-                old[i] &= buf[i]
-            buf = old
-        f.seek(pos)
-        f.write(buf)
+        src = memoryview(buf)
+        # In chunks through one preallocated buffer: on the chip this is C and
+        # takes nothing from the firmware's heap, so neither may the emulation.
+        i = 0
+        while i < n:
+            k = min(_CHUNK, n - i)
+            old = memoryview(_scratch)[:k]
+            f.seek(pos + i)
+            f.readinto(old)
+            if min(old) != 0xFF:  # programming over programmed bits: AND, like NOR flash
+                for j in range(k):
+                    old[j] &= src[i + j]
+                part = old
+            else:
+                part = src[i:i + k]
+            f.seek(pos + i)
+            f.write(part)
+            i += k
 
     def ioctl(self, op, arg):
         if op == 4:  # block count
             return self._ent[5] // self._bs
         if op == 5:  # block size
             return self._bs
-        if op == 6:  # erase block
+        if op == 6:  # erase block (without a block-sized buffer on the heap)
             self._f.seek(arg * self._bs)
-            self._f.write(b"\xff" * self._bs)
+            for _ in range(self._bs // _CHUNK):
+                self._f.write(_ERASED)
             return 0
         if op in (1, 2, 3):  # init, deinit, sync: the image file needs none
             return 0

@@ -175,3 +175,12 @@ def unique_id():
 
 def freq(hz=None):
     return 240000000
+
+
+def __getattr__(name):
+    # UART (board/lazy/_uart.py) loads on first use: only a hub with a modem pays for it.
+    if name == "UART":
+        from _uart import UART
+
+        return UART
+    raise AttributeError(name)

@@ -1,0 +1,208 @@
+"""Sensing -> record path: one task owns the hub's Recorder (sign + journal).
+
+Sensing (the BLE central, the wired inputs) hands readings and alarm events
+over through two bounded queues; the record task signs and commits them one at
+a time, alarms first, yielding between records so that the central's IRQ side
+and the BTHome alarm path keep running. Nonces for signing are precomputed in
+idle time (the signer's pool, protocol/record.md section 7); measurements are
+signed only while a nonce is left over for the next alarm, so an alarm never
+waits for a k*G behind a burst of measurements.
+
+Without an identity (hub not provisioned) nothing is signed: readings and
+events stay in the in-RAM recent windows only, and `state()` says so.
+
+Continuous oximetry (PLXS 0x2A5F) arrives several times a second: every sample
+goes to the recent window, one sample per device per _CONTINUOUS_S is signed
+(each journal append costs a flash block erase, docs/journal.md).
+"""
+import asyncio
+import binascii
+import os
+import time
+
+from micropython import const
+
+_ALARMS = const(8)
+_READINGS = const(8)
+_CONTINUOUS_S = const(60)
+_SYNC_MS = const(5000)
+_UUID_CONTINUOUS = const(0x2A5F)
+_INFO = ("manufacturer", "model", "serial", "firmware")
+_TEXT = const(64)
+_IDENTITY_KEY = "/data/identity/key"  # hemhub.identity.DIR + "/key"
+
+current = None
+
+
+def start(make_recorder=None):
+    """The application's sink (service.readings_json reports its state). The
+    Recorder is opened here, before sensing loads: opening the journal and the
+    signer needs more heap for a moment than they keep."""
+    global current
+    current = Sink(make_recorder)
+    current._open()
+    return current
+
+
+def _addr(name):
+    # "C0:FF:EE:00:00:01" -> 6 bytes, most significant first (record.md Peripheral)
+    return binascii.unhexlify(name.replace(":", ""))
+
+
+def _text(v):
+    v = str(v)
+    return v if len(v) <= _TEXT else v[:_TEXT]
+
+
+class Sink:
+    def __init__(self, make_recorder=None):
+        self._make = make_recorder
+        self.recorder = None
+        self.mode = "starting"  # journal | ram-only (not provisioned) | failed: ...
+        self._alarms = []
+        self._readings = []
+        self._flag = asyncio.ThreadSafeFlag()
+        self._last_cont = {}  # addr -> hub time of the last continuous sample signed
+        self.counters = {"alarms_signed": 0, "readings_signed": 0, "queue_full": 0, "sign_failed": 0,
+                         "continuous_skipped": 0}
+        self.last_seq = None
+
+    # -- hand-over (called by sensing; never blocks, never signs) --------------------------
+    def alarm(self, type_, source=None, value=None, peripheral=None):
+        if self.recorder is None:
+            return True  # kept in the RAM ring only
+        if len(self._alarms) >= _ALARMS:
+            self.counters["queue_full"] += 1
+            return False
+        self._alarms.append((type_, source, value, peripheral))
+        self._flag.set()
+        return True
+
+    def wired(self, event, ticks_ms, source):
+        """gpio.start's emit: the hub's own door contact / service button; into
+        the shared event ring at once, then to be signed."""
+        from hemhub.sense import recent
+
+        recent.open_log().record(event, ticks_ms, source)
+        return self.alarm(event, source)
+
+    def reading(self, r):
+        """A decoded reading (central.py); False when it cannot be taken now."""
+        if self.recorder is None:
+            return True  # kept in RAM only (the recent window): nothing to sign with
+        if r.get("uuid") == _UUID_CONTINUOUS:
+            last = self._last_cont.get(r["addr"])
+            if last is not None and r["hub_time"] - last < _CONTINUOUS_S:
+                self.counters["continuous_skipped"] += 1
+                return True
+            self._last_cont[r["addr"]] = r["hub_time"]
+        if len(self._readings) >= _READINGS:
+            self.counters["queue_full"] += 1
+            return False
+        self._readings.append(r)
+        self._flag.set()
+        return True
+
+    async def sync(self):
+        """True once every reading handed over is committed to the journal (the
+        central deletes a device's stored records only then); False when there
+        is no journal or it did not happen within _SYNC_MS."""
+        end = time.ticks_add(time.ticks_ms(), _SYNC_MS)
+        while self._readings:
+            if time.ticks_diff(end, time.ticks_ms()) <= 0:
+                return False
+            await asyncio.sleep_ms(5)
+        return self.recorder is not None and self.counters["sign_failed"] == 0
+
+    # -- the task ---------------------------------------------------------------------------
+    def _open(self):
+        try:
+            if self._make is not None:
+                self.recorder = self._make()
+            else:
+                try:
+                    # identity.state() != "none", without loading P-256 on a hub that has no key
+                    os.stat(_IDENTITY_KEY)
+                except OSError:
+                    self.mode = "ram-only (hub not provisioned: no identity)"
+                    return
+                from hemhub import identity
+                from hemhub.recorder import Recorder
+
+                self.recorder = Recorder(identity.hub_id(), identity.signer(pool_size=2))
+            self.mode = "journal"
+        except Exception as e:  # no factory record, damaged /data: say so, keep sensing
+            self.mode = "failed: %s" % _text(repr(e))
+
+    async def run(self):
+        rec = self.recorder
+        if rec is None:
+            return
+        signer = rec.signer
+        while True:
+            if self._alarms:
+                self._commit_alarm(rec, self._alarms.pop(0))
+            elif self._readings and signer.ready() > 1:
+                self._commit_reading(rec, self._readings.pop(0))
+            elif signer.refill():
+                pass  # one nonce (a k*G) per turn, then let everything else run
+            else:
+                await self._flag.wait()
+                continue
+            await asyncio.sleep_ms(0)
+
+    def _commit_alarm(self, rec, a):
+        type_, source, value, peripheral = a
+        try:
+            self.last_seq = rec.event(type_, source=source, value=value, peripheral=peripheral)
+            self.counters["alarms_signed"] += 1
+        except Exception as e:
+            self._failed(e)
+
+    def _commit_reading(self, rec, r):
+        obs = []
+        for o in r["observations"]:
+            x = {"mdc": o["mdc"], "value": o["value"], "unit": o["unit"]}
+            if o["value"] is None:
+                x["reason"] = o.get("reason") or "reserved"
+            obs.append(x)
+        info = {}
+        dev = r.get("device") or {}
+        for k in _INFO:
+            if dev.get(k):
+                info[k] = _text(dev[k])
+        periph = {"addr": _addr(r["addr"]), "addr_type": 0, "kind": r["kind"]}
+        if info:
+            periph["info"] = info
+        try:
+            from hemhub.record import device_time
+
+            self.last_seq = rec.observations(obs[:16], periph, device_time(r.get("time")), r.get("user_id"))
+            self.counters["readings_signed"] += 1
+        except Exception as e:
+            self._failed(e)
+
+    def _failed(self, e):
+        self.counters["sign_failed"] += 1
+        self.mode = "journal (last failure: %s)" % _text(repr(e))
+
+    def state(self):
+        c = dict(self.counters)
+        c["mode"] = self.mode
+        c["queued"] = len(self._alarms) + len(self._readings)
+        c["last_seq"] = self.last_seq
+        return c
+
+
+def event_record(ev):
+    """A BLE alarm event (central.py) as Recorder.event arguments."""
+    t = ev["event"]
+    v = ev["value"]
+    if t in ("door", "window", "opening"):
+        t = "%s_%s" % ("window" if t == "window" else "door", "open" if v else "close")
+    if isinstance(v, str):
+        v = _text(v)
+    elif v is not None and not isinstance(v, (bool, int)):
+        v = _text(v)
+    periph = {"addr": _addr(ev["addr"]), "addr_type": 0, "kind": ev["kind"]}
+    return t, ev.get("object"), v, periph

@@ -1,0 +1,270 @@
+"""The forwarding task: journal -> MQTT, application acks -> journal.ack.
+
+One owner task (protocol/uplink.md 3): connects (after the link is up), sends
+the pending records alarms first, looking at the journal again after every
+publish so an alarm committed meanwhile goes next; applies the fleet's acks
+(Journal.ack, the only thing that deletes a record); publishes status; and
+reconnects with backoff and jitter when the connection ends.
+"""
+import asyncio
+import json
+import os
+import time
+
+from micropython import const
+
+from hemhub.uplink import ack as ackmod
+from hemhub.uplink.mqtt import Client, MqttRefused
+
+MAX_OUTSTANDING = const(32)  # PUBACKed records awaiting the fleet's ack
+ACK_TIMEOUT_MS = const(30000)
+_POLL_MS = const(50)
+_BACKOFF_MIN_MS = const(1000)
+_BACKOFF_MAX_MS = const(60000)
+_CLOCK_SET_AFTER = const(1577836800)
+_CLOCK_SLACK_S = const(60)
+WILL = b'{"online": false}'
+
+
+def _jitter(ms):
+    # +-25 %
+    r = os.urandom(1)[0]
+    return ms * 3 // 4 + ms * r // 510
+
+
+def describe(e):
+    """A short reason for a failed connection (service selftest, status)."""
+    if isinstance(e, MqttRefused):
+        return e.reason
+    if isinstance(e, asyncio.TimeoutError):
+        return "timeout: no answer from the broker"
+    if isinstance(e, ValueError):
+        msg = str(e).strip()
+        if "certificate" in msg or "CN" in msg or "cert" in msg:
+            return "server-cert-rejected: " + msg.replace("\n", " ")
+        return "protocol-error: " + msg
+    if isinstance(e, OSError):
+        code = e.args[0] if e.args else None
+        if code == -202:  # lwIP: getaddrinfo with no network interface up
+            return "unreachable: no network link is up"
+        if code in (111, 113, 101, 110, 104):  # ECONNREFUSED EHOSTUNREACH ENETUNREACH ETIMEDOUT ECONNRESET
+            return "unreachable: %s" % (e,)
+        if isinstance(code, int) and code < -255:  # an mbedTLS error: handshake refused
+            return "tls-rejected: %s" % (" ".join(str(a) for a in e.args),)
+        if "closed" in str(e):
+            return "closed-by-broker: the broker ended the connection (certificate refused or revoked?)"
+        return "network: %s" % (e,)
+    return "error: %r" % (e,)
+
+
+def open_tls(host, port, server_name=None, base=None):
+    # (open_stream for Client, the date check whose .error explains a refusal):
+    # TLS to the broker with the hub's identity.
+    from hemhub.uplink import tls
+
+    ctx, check = tls.context(base or tls.DIR)
+
+    async def open_stream():
+        check.error = None
+        return await asyncio.open_connection(host, port, ssl=ctx, server_hostname=server_name or host)
+
+    return open_stream, check
+
+
+class Forwarder:
+    def __init__(self, cfg, records, link=None, hub_id=None, open_stream=None, clock=time.time):
+        self.cfg = cfg
+        self.records = records
+        self.link = link
+        self.clock = clock
+        self._hub = hub_id
+        self._open = open_stream
+        self._check = None
+        self.client = None
+        self.outstanding = {}  # seq -> ticks_ms when published
+        self._kick = asyncio.Event()
+        self._seen = None
+        self.last_error = None
+        self.counters = {"published": 0, "acked_ranges": 0, "bad_acks": 0, "skipped_ranges": 0,
+                         "resent": 0, "connects": 0, "clock_set": 0}
+
+    # ---- wiring -----------------------------------------------------------------
+
+    def journal(self):
+        rec = getattr(self.records, "recorder", None)
+        return getattr(rec, "journal", None) if rec is not None else getattr(self.records, "journal", None)
+
+    def _note(self, what):
+        # Tell the link manager whether the link carried us (its health check).
+        f = getattr(self.link, what, None)
+        if f is not None:
+            f()
+
+    def kick(self):
+        self._kick.set()
+
+    def _make_client(self):
+        if self._hub is None:
+            from hemhub import identity
+
+            self._hub = identity.hub_id()
+        self.topics = ackmod.topics(self._hub)
+        if self._open is None:
+            c = self.cfg
+            self._open, self._check = open_tls(c["broker_host"], c.get("broker_port", 8883),
+                                               c.get("broker_name"))
+        self.client = Client(self._hub, self._open, keepalive=self.cfg.get("mqtt_keepalive_s", 60),
+                             will=(self.topics["status"], WILL),
+                             subscriptions=((self.topics["ack"], 1),), on_message=self._on_message)
+
+    # ---- the task --------------------------------------------------------------------
+
+    async def run(self):
+        backoff = _BACKOFF_MIN_MS
+        while self.journal() is None:  # the record task opens it
+            await asyncio.sleep_ms(200)
+        if self.client is None:
+            self._make_client()
+        while True:
+            if self.link is not None:
+                await self.link.wait_up()
+            try:
+                await self.client.connect()
+                self.counters["connects"] += 1
+                self._note("note_ok")
+                backoff = _BACKOFF_MIN_MS
+                self.last_error = None
+                await self._session()
+                self.last_error = self.client.reason
+            except Exception as e:  # noqa: BLE001 - every failure means: wait, reconnect
+                check = self._check
+                self.last_error = (check.error if check is not None and check.error else describe(e))
+                self._note("note_failure")
+                await self.client.close()
+            print("uplink: disconnected (%s); retry in ~%d s" % (self.last_error, backoff // 1000))
+            await asyncio.sleep_ms(_jitter(backoff))
+            backoff = min(backoff * 2, _BACKOFF_MAX_MS)
+
+    async def _session(self):
+        await self.publish_status()
+        interval = self.cfg.get("status_interval_s", 300) * 1000
+        last_status = time.ticks_ms()
+        link_type = self._link()[0]
+        while self.client.connected:
+            if time.ticks_diff(time.ticks_ms(), last_status) >= interval or self._link()[0] != link_type:
+                link_type = self._link()[0]
+                await self.publish_status()
+                last_status = time.ticks_ms()
+            if not await self.send_next():
+                await self._idle()
+
+    async def _idle(self):
+        # Until something may be sendable: a kick, a new record, an ack, a tick.
+        self._kick.clear()
+        for _ in range(20):
+            if self._kick.is_set() or not self.client.connected:
+                return
+            seq = getattr(self.records, "last_seq", None)
+            if seq != self._seen:
+                self._seen = seq
+                return
+            await asyncio.sleep_ms(_POLL_MS)
+
+    async def send_next(self):
+        # Publishes the first pending record not yet outstanding; False if none.
+        j = self.journal()
+        now = time.ticks_ms()
+        for seq in list(self.outstanding):
+            if time.ticks_diff(now, self.outstanding[seq]) > ACK_TIMEOUT_MS:
+                del self.outstanding[seq]  # no ack: send again (the fleet acks again)
+                self.counters["resent"] += 1
+        if len(self.outstanding) >= MAX_OUTSTANDING:
+            return False
+        for seq in j.pending(len(self.outstanding) + 1):
+            if seq in self.outstanding:
+                continue
+            r = j.read(seq)
+            if r is None:
+                continue
+            kind, data = r
+            topic = self.topics["alarm"] if kind & 0x80 else self.topics["rec"]
+            self.outstanding[seq] = time.ticks_ms()
+            try:
+                await self.client.publish(topic, data)
+            except BaseException:
+                del self.outstanding[seq]
+                raise
+            self.counters["published"] += 1
+            return True
+        return False
+
+    # ---- incoming -----------------------------------------------------------------------
+
+    def _on_message(self, topic, payload, dup):
+        if topic != self.topics["ack"]:
+            return  # PUBACKed by the client and dropped (protocol/uplink.md 4)
+        try:
+            ranges, fleet_time = ackmod.decode_ack(payload)
+        except ValueError as e:
+            self.counters["bad_acks"] += 1
+            print("uplink: ack ignored: %s" % e)
+            return
+        j = self.journal()
+        from hemhub.journal import JournalError
+
+        for a, b in ranges:
+            try:
+                j.ack(a, b)
+                self.counters["acked_ranges"] += 1
+            except JournalError as e:
+                self.counters["skipped_ranges"] += 1
+                print("uplink: ack range skipped: %s" % e)
+            for seq in list(self.outstanding):
+                if a <= seq <= b:
+                    del self.outstanding[seq]
+        if fleet_time is not None:
+            self._set_clock(fleet_time)
+        self._kick.set()
+
+    def _set_clock(self, t):
+        # protocol/uplink.md 5: from the fleet's time, over the verified session.
+        now = self.clock()
+        if now >= _CLOCK_SET_AFTER and abs(now - t) <= _CLOCK_SLACK_S:
+            return
+        try:
+            import machine
+
+            tm = time.gmtime(t)
+            machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], 0))
+            self.counters["clock_set"] += 1
+        except Exception as e:  # noqa: BLE001 - keep running on the old clock
+            print("uplink: clock not set: %r" % (e,))
+
+    # ---- status --------------------------------------------------------------------------
+
+    def _link(self):
+        if self.link is None:
+            return None, None
+        try:
+            s = self.link.state()
+        except Exception:  # noqa: BLE001 - status must not fail on it
+            return None, None
+        if isinstance(s, dict):
+            return s.get("type") or s.get("link"), s.get("quality", s.get("rssi"))
+        return s, None
+
+    def status(self):
+        import gc
+
+        from hemhub import version
+
+        st = self.journal().stats()
+        link, quality = self._link()
+        now = int(self.clock())
+        return {"online": True, "fw": version.VERSION, "link": link, "quality": quality,
+                "pending": st["records"], "alarms": st["priority_records"], "dropped": st["dropped"],
+                "uptime_s": time.ticks_ms() // 1000, "time": now, "unsynced": now < _CLOCK_SET_AFTER,
+                "heap_free": gc.mem_free()}
+
+    async def publish_status(self):
+        await self.client.publish(self.topics["status"], json.dumps(self.status()).encode(), True)
