@@ -124,8 +124,8 @@ def journal_json(after=0, limit=16):
 # -- provisioning (hubctl provision; host/hubctl/provision.py) -----------------------
 # Settings provisioning owns in /data/config.json; each run sets all of them
 # (null removes one), other settings are kept.
-_PROVISION_KEYS = ("site", "broker_host", "broker_port", "wifi_ssid", "wifi_psk", "apn",
-                   "provisioned")
+# "wifi" is {"ssid", "psk"}, as the link manager reads it (docs/link.md).
+_PROVISION_KEYS = ("site", "broker_host", "broker_port", "wifi", "apn", "provisioned")
 TRUST_ANCHOR = "/data/identity/root.der"
 
 
@@ -164,7 +164,7 @@ def provision_install_json(settings_json, root_b64):
     """Install the broker's trust anchor (root CA certificate, base64 DER) and
     the provisioning settings (a JSON object of _PROVISION_KEYS), each written
     to a temporary file and renamed, so a power cut leaves the old file or the
-    new one. Secrets in the settings (wifi_psk) are never printed back."""
+    new one. Secrets in the settings (the WiFi psk) are never printed back."""
     import binascii
     import os
 
@@ -298,7 +298,7 @@ def _wifi_up(cfg, timeout_ms):
     import time
 
     w = cfg.get("wifi") or {}
-    ssid = w.get("ssid") or cfg.get("wifi_ssid")
+    ssid = w.get("ssid")
     if not ssid:
         return
     import network
@@ -307,7 +307,7 @@ def _wifi_up(cfg, timeout_ms):
     wl.active(True)
     if wl.isconnected():
         return
-    wl.connect(ssid, w.get("psk") or cfg.get("wifi_psk"))
+    wl.connect(ssid, w.get("psk"))
     t0 = time.ticks_ms()
     while not wl.isconnected() and time.ticks_diff(time.ticks_ms(), t0) < timeout_ms:
         time.sleep_ms(50)

@@ -120,15 +120,14 @@ def _service_functions(con) -> set[str]:
 def _fresh_heap(con) -> None:
     """Soft-reset the hub inside the raw REPL: the next step starts with the whole
     heap (provisioning's imports fragment it; TLS needs large blocks)."""
-    import contextlib
-    import io
 
     from mpremote.transport import TransportError as MpTransportError
 
     from .errors import TransportError
+    from .transport import quiet_mpremote
 
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with quiet_mpremote():
             con.transport.enter_raw_repl(soft_reset=True, timeout_overall=10)
     except (MpTransportError, OSError) as e:
         raise TransportError(f"Lost the console on {con.port} while restarting the hub ({e}).",
@@ -137,7 +136,9 @@ def _fresh_heap(con) -> None:
 
 class _Run:
     def __init__(self, port: str, settings: Settings, *, home, reprovision: bool, technician: str,
-                 passphrase: bytes | None, expected_version: str, progress: Progress | None):
+                 passphrase: bytes | None, expected_version: str, progress: Progress | None,
+                 selftest: bool = True):
+        self.selftest = selftest
         self.port = port
         self.s = settings
         self.home = _home.home(home)
@@ -346,7 +347,8 @@ class _Run:
             chain = ca.load_cert(self.home, ca.DEVICE).public_bytes(Encoding.DER)
             con.call("service", "identity_install_json", _b64(cert_der), _b64(chain))
         settings = {"site": self.s.site, "broker_host": host, "broker_port": port,
-                    "wifi_ssid": self.s.wifi_ssid, "wifi_psk": self.s.wifi_psk, "apn": self.s.apn,
+                    "wifi": {"ssid": self.s.wifi_ssid, "psk": self.s.wifi_psk} if self.s.wifi_ssid else None,
+                    "apn": self.s.apn,
                     "provisioned": {"cert_sha256": fp, "at": now_iso()}}
         con.call("service", "provision_install_json", json.dumps(settings), _b64(root))
         state = con.call("service", "provision_state_json")
@@ -357,6 +359,9 @@ class _Run:
 
     def _selftest(self, con, host: str, port: int) -> None:
         self._mark(5, "running")
+        if not self.selftest:
+            self._mark(5, "skipped", "skipped on request (--no-selftest)")
+            return
         if "uplink_selftest_json" not in self.functions:
             self._mark(5, "skipped", "not available in this firmware (no service.uplink_selftest_json)")
             return
@@ -372,7 +377,8 @@ class _Run:
 
 def provision(port: str, settings: Settings, *, home=None, reprovision: bool = False,
               technician: str | None = None, passphrase: bytes | None = None,
-              expected_version: str | None = None, progress: Progress | None = None) -> Result:
+              expected_version: str | None = None, progress: Progress | None = None,
+              selftest: bool = True) -> Result:
     """Provision the hub on ``port`` (a serial port, a pty, or a virtual hub's
     DIR). Never raises for a hub-side failure: the Result says which step failed."""
     from .build import firmware_version
@@ -390,7 +396,8 @@ def provision(port: str, settings: Settings, *, home=None, reprovision: bool = F
         return r
     run = _Run(real_port, settings, home=home, reprovision=reprovision,
                technician=audit.technician(technician), passphrase=passphrase,
-               expected_version=expected_version or firmware_version(), progress=progress)
+               expected_version=expected_version or firmware_version(), progress=progress,
+               selftest=selftest)
     run.result.port = port
     return run.run()
 
@@ -405,17 +412,10 @@ def provision_many(ports: list[str], settings: Settings, *, progress: Progress |
         results[i] = provision(ports[i], settings, progress=progress, **kw)
 
     threads = [threading.Thread(target=one, args=(i,), name=f"provision-{p}") for i, p in enumerate(ports)]
-    # HubConsole silences mpremote with contextlib.redirect_stdout, which swaps the
-    # process-wide sys.stdout: interleaved in threads it can leave a stale buffer
-    # installed. Restore the real one once all units are done.
-    stdout = sys.stdout
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.stdout = stdout
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     return results  # type: ignore[return-value]
 
 
@@ -493,7 +493,8 @@ def _cmd_provision(args) -> int:
                              hint="Build one: hubctl build --out DIR")
         expected = json.loads(mf.read_text())["version"]
     kw = dict(home=args.home, reprovision=args.reprovision, technician=args.technician,
-              passphrase=ca.read_passphrase(args.passphrase_file), expected_version=expected)
+              passphrase=ca.read_passphrase(args.passphrase_file), expected_version=expected,
+              selftest=not args.no_selftest)
     table = _Table(ports) if sys.stderr.isatty() and not args.json else None
 
     def plain(port, step, status, detail):
@@ -539,6 +540,8 @@ def register(sub) -> None:
     p.add_argument("--apn", help="cellular APN")
     p.add_argument("--reprovision", action="store_true",
                    help="replace the identity of an already provisioned hub (old certificate revoked)")
+    p.add_argument("--no-selftest", action="store_true",
+                   help="skip step 5, the on-hub broker self-test (bench without a broker); recorded")
     p.add_argument("--technician", help="who provisions (default $USER)")
     p.add_argument("--bundle", help="firmware build whose version the hub must run (default: the source tree's)")
     p.add_argument("--home", help="state directory (default $HEMHUB_HOME)")

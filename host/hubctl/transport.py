@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import json
 import os
 import stat
+import sys
+import threading
 
 from mpremote.transport import TransportError as MpTransportError
 from mpremote.transport import TransportExecError
@@ -52,6 +53,43 @@ def _diagnose_port(port: str) -> None:
         os.close(fd)
 
 
+class _ThreadQuietStdout:
+    """sys.stdout that drops what one thread prints while that thread is inside
+    quiet_mpremote(): mpremote prints progress chatter while connecting. (contextlib's
+    redirect_stdout swaps the process-wide stdout, so parallel sessions, as in
+    a provisioning batch, would silence or capture each other.)"""
+
+    def __init__(self, real):
+        self._real = real
+        self._local = threading.local()
+
+    def quiet(self) -> bool:
+        return getattr(self._local, "depth", 0) > 0
+
+    def write(self, s):
+        return len(s) if self.quiet() else self._real.write(s)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+_install_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_mpremote():
+    """Silence mpremote's chatter in this thread only."""
+    with _install_lock:
+        if not isinstance(sys.stdout, _ThreadQuietStdout):
+            sys.stdout = _ThreadQuietStdout(sys.stdout)
+        out = sys.stdout
+    out._local.depth = getattr(out._local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        out._local.depth -= 1
+
+
 class HubConsole:
     """A raw-REPL session with a hub. Use as a context manager.
 
@@ -69,9 +107,8 @@ class HubConsole:
     def __init__(self, port: str, *, resume: bool = True, baudrate: int = 115200, soft_reset: bool = True):
         self.port = port
         self.resume = resume
-        quiet = io.StringIO()
         try:
-            with contextlib.redirect_stdout(quiet):
+            with quiet_mpremote():
                 # A read timeout, so a hub that never answers ends in an error
                 # instead of a hang (mpremote reads a pty without one).
                 self.transport = SerialTransport(port, baudrate=baudrate, timeout=1)
@@ -82,7 +119,7 @@ class HubConsole:
         # (main.py then runs on): interrupt again, a few times, before giving up.
         for attempt in range(self.ATTEMPTS):
             try:
-                with contextlib.redirect_stdout(quiet):
+                with quiet_mpremote():
                     self.transport.enter_raw_repl(soft_reset=soft_reset, timeout_overall=self.ATTEMPT_S)
                 break
             except (MpTransportError, OSError):

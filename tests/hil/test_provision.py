@@ -36,6 +36,11 @@ def settings(site="Home 1"):
     return pv.Settings(site=site, broker=BROKER)
 
 
+# No broker in these tests: step 5 (on-hub broker self-test) is skipped on
+# request, except in test_broker_unreachable.
+NO_SELFTEST = {"selftest": False}
+
+
 def hub_state(port) -> dict:
     with HubConsole(port) as con:
         return con.call("service", "provision_state_json")
@@ -77,15 +82,14 @@ def assert_provisioned(home: Path, port, hub_id: str) -> x509.Certificate:
 
 def test_provision_one_hub_with_the_cli(vhub, home, tmp_path):
     r = subprocess.run(HUBCTL + ["provision", "--port", str(vhub.path), "--site", "Storgatan 1",
-                                 "--broker", BROKER, "--home", str(home), "--technician", "anna", "--json"],
+                                 "--broker", BROKER, "--home", str(home), "--technician", "anna", "--json", "--no-selftest"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     out = json.loads(r.stdout)["results"][0]
     hub_id = vhub.hub.serial
     assert out["ok"] and out["hub_id"] == hub_id
     assert [s["result"] for s in out["steps"]][:4] == ["ok"] * 4
-    # The broker self-test runs when the firmware has it, and is reported as missing otherwise.
-    assert out["steps"][4]["result"] in ("ok", "skipped")
+    assert out["steps"][4]["result"] == "skipped" and "--no-selftest" in out["steps"][4]["detail"]
     assert [s["result"] for s in out["steps"]][5:] == ["ok", "ok"]
     cert = assert_provisioned(home, vhub.port, hub_id)
     # Inventory: facts, technician, site, each step.
@@ -101,7 +105,7 @@ def test_provision_one_hub_with_the_cli(vhub, home, tmp_path):
     with HubConsole(vhub.port) as con:
         cfg = json.loads(con.exec("print(open('/data/config.json').read())"))
     assert cfg["site"] == "Storgatan 1" and cfg["broker_host"] == "127.0.0.1" and cfg["broker_port"] == 8883
-    assert "wifi_psk" not in cfg
+    assert "wifi" not in cfg  # no WiFi asked for: none stored
     r = subprocess.run(HUBCTL + ["audit", "--home", str(home), "--json"], capture_output=True, text=True)
     entries = json.loads(r.stdout)
     assert [(e["action"], e["unit"], e["result"], e["who"]) for e in entries] == \
@@ -112,14 +116,14 @@ def test_provision_one_hub_with_the_cli(vhub, home, tmp_path):
 
 
 def test_already_provisioned_needs_reprovision(vhub, home):
-    first = pv.provision(vhub.port, settings(), home=home)
+    first = pv.provision(vhub.port, settings(), home=home, **NO_SELFTEST)
     assert first.ok, first.error
-    again = pv.provision(vhub.port, settings("Home 2"), home=home)
+    again = pv.provision(vhub.port, settings("Home 2"), home=home, **NO_SELFTEST)
     assert not again.ok and again.exit_code == 4
     assert "step 1 (check firmware) failed" in again.error and "already provisioned" in again.error
     assert "--reprovision" in again.error
     assert hub_state(vhub.port)["cert_sha256"] == first.cert_sha256  # untouched
-    re = pv.provision(vhub.port, settings("Home 2"), home=home, reprovision=True)
+    re = pv.provision(vhub.port, settings("Home 2"), home=home, **NO_SELFTEST, reprovision=True)
     assert re.ok, re.error
     assert re.cert_sha256 != first.cert_sha256
     assert_provisioned(home, vhub.port, vhub.hub.serial)
@@ -129,11 +133,11 @@ def test_already_provisioned_needs_reprovision(vhub, home):
 
 
 def test_wrong_port_or_no_hub(tmp_path, home):
-    r = pv.provision("/dev/ttyUSB-none", settings(), home=home)
+    r = pv.provision("/dev/ttyUSB-none", settings(), home=home, **NO_SELFTEST)
     assert not r.ok and r.exit_code == 3 and "step 1 (check firmware) failed" in r.error
     assert "There is no serial port /dev/ttyUSB-none" in r.error
     (tmp_path / "notahub").write_text("x")
-    r = pv.provision(str(tmp_path / "notahub"), settings(), home=home)
+    r = pv.provision(str(tmp_path / "notahub"), settings(), home=home, **NO_SELFTEST)
     assert not r.ok and "not a serial port" in r.error
     r = subprocess.run(HUBCTL + ["provision", "--port", "/dev/ttyUSB-none", "--site", "x", "--broker", BROKER,
                                  "--home", str(home)], capture_output=True, text=True, timeout=60)
@@ -147,7 +151,7 @@ def test_wrong_firmware_version(tmp_path, home):
     v.write_text(v.read_text().replace('VERSION = "', 'VERSION = "0.0.0-old+'))
     old = build(tmp_path / "old", src)
     with run_hub(tmp_path / "hub", old) as rh:
-        r = pv.provision(rh.port, settings(), home=home)
+        r = pv.provision(rh.port, settings(), home=home, **NO_SELFTEST)
         assert not r.ok and "step 1 (check firmware) failed" in r.error
         assert f"runs firmware {old.version}" in r.error and "hubctl deploy" in r.error
         assert hub_state(rh.port)["identity"] == "none"
@@ -156,14 +160,14 @@ def test_wrong_firmware_version(tmp_path, home):
 def test_ca_key_missing_or_wrong_passphrase(vhub, tmp_path):
     h = tmp_path / "locked"
     ca.init_ca(h, b"correct horse")
-    r = pv.provision(vhub.port, settings(), home=h)
+    r = pv.provision(vhub.port, settings(), home=h, **NO_SELFTEST)
     assert not r.ok and "step 3 (issue certificate) failed" in r.error and "passphrase" in r.error
-    r = pv.provision(vhub.port, settings(), home=h, passphrase=b"wrong")
+    r = pv.provision(vhub.port, settings(), home=h, **NO_SELFTEST, passphrase=b"wrong")
     assert not r.ok and "Wrong passphrase for the device-ca key" in r.error
     (h / "ca" / "device-ca.key.pem").unlink()
-    r = pv.provision(vhub.port, settings(), home=h, passphrase=b"correct horse")
+    r = pv.provision(vhub.port, settings(), home=h, **NO_SELFTEST, passphrase=b"correct horse")
     assert not r.ok and "device-ca key" in r.error and "is missing" in r.error
-    r = pv.provision(vhub.port, settings(), home=tmp_path / "no-ca")
+    r = pv.provision(vhub.port, settings(), home=tmp_path / "no-ca", **NO_SELFTEST)
     assert not r.ok and "No provisioning CA" in r.error and "hubctl ca init" in r.error
     # Nothing changed on the hub while the CA was unusable.
     assert hub_state(vhub.port)["identity"] == "none"
@@ -187,13 +191,13 @@ def test_power_cut_mid_provision_then_rerun(vhub, home, sim_only):
             with vhub.world() as w:
                 w.power_cut(off_ms=100)
 
-    r = pv.provision(vhub.port, settings(), home=home, progress=progress)
+    r = pv.provision(vhub.port, settings(), home=home, **NO_SELFTEST, progress=progress)
     assert cut and not r.ok and "step 4 " in r.error
     inv = Inventory(home / "fleet.db")
     assert inv.certificate(vhub.hub.serial) is None  # a half-provisioned hub is not admitted
     assert inv.hub(vhub.hub.serial)["status"] == "failed"
     vhub.wait_ready()
-    r2 = pv.provision(vhub.port, settings(), home=home)
+    r2 = pv.provision(vhub.port, settings(), home=home, **NO_SELFTEST)
     assert r2.ok, r2.error
     assert not r2.resumed
     assert [c["status"] for c in inv.certificates_of(vhub.hub.serial)] == ["superseded", "active"]
@@ -210,15 +214,31 @@ def test_host_killed_after_install_then_rerun_resumes(vhub, home):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        pv.provision(vhub.port, settings(), home=home, progress=progress)
+        pv.provision(vhub.port, settings(), home=home, **NO_SELFTEST, progress=progress)
     inv = Inventory(home / "fleet.db")
     assert inv.certificate(vhub.hub.serial) is None
     assert [c["status"] for c in inv.certificates_of(vhub.hub.serial)] == ["pending"]
     assert inv.runs()[-1]["result"] == "failed"
-    r2 = pv.provision(vhub.port, settings(), home=home)
+    r2 = pv.provision(vhub.port, settings(), home=home, **NO_SELFTEST)
     assert r2.ok and r2.resumed, r2.error
     assert [s["result"] for s in r2.steps][1:3] == ["skipped", "skipped"]
     assert [c["status"] for c in inv.certificates_of(vhub.hub.serial)] == ["active"]
+    assert_provisioned(home, vhub.port, vhub.hub.serial)
+
+
+def test_broker_unreachable(vhub, home):
+    """Step 5 fails naming the broker; the hub is not admitted; once the broker
+    question is settled, re-running resumes with the installed certificate."""
+    with HubConsole(vhub.port) as con:
+        if "uplink_selftest_json" not in pv._service_functions(con):
+            pytest.skip("this firmware has no broker self-test")
+    r = pv.provision(vhub.port, pv.Settings(site="x", broker="127.0.0.1:1"), home=home)
+    assert not r.ok and "step 5 (broker self-test) failed" in r.error
+    assert "could not reach the broker 127.0.0.1:1" in r.error
+    inv = Inventory(home / "fleet.db")
+    assert inv.certificate(vhub.hub.serial) is None
+    r2 = pv.provision(vhub.port, settings(), home=home, **NO_SELFTEST)
+    assert r2.ok and r2.resumed, r2.error
     assert_provisioned(home, vhub.port, vhub.hub.serial)
 
 
@@ -251,7 +271,7 @@ def test_batch_of_four_in_parallel(tmp_path, bundle, home):
         hubs = [stack.enter_context(run_hub(tmp_path / f"hub{i}", bundle)) for i in range(4)]
         ports = [str(h.path) for h in hubs] + ["/dev/ttyUSB-none"]
         r = subprocess.run(HUBCTL + ["provision", "--ports", ",".join(ports), "--site", "bench",
-                                     "--broker", BROKER, "--home", str(home), "--json"],
+                                     "--broker", BROKER, "--home", str(home), "--json", "--no-selftest"],
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 1, r.stdout + r.stderr  # one unit failed, the others did not stop
         assert r.stdout, r.stderr
