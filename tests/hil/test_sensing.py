@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from hubctl.readings import fetch
 from hubctl.records import check_stream
 from hubctl.transport import HubConsole
+from mpremote.transport import TransportError
 from mpremote.transport_serial import SerialTransport
 from vhubtest import provision_identity, throwaway_ca, write_config
 
@@ -44,7 +45,12 @@ def hub_exec(port: str, code: str) -> str:
     with contextlib.redirect_stdout(io.StringIO()):
         t = SerialTransport(port, baudrate=115200, timeout=1)
     try:
-        t.enter_raw_repl(soft_reset=False)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                t.enter_raw_repl(soft_reset=False)
+        except TransportError:  # a Ctrl-C that met the hub still booting: once more
+            time.sleep(1.0)
+            t.enter_raw_repl(soft_reset=False)
         out, err = t.exec_raw(code, timeout=10)
         assert not err, err
         t.exit_raw_repl()

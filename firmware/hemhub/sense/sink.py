@@ -36,11 +36,15 @@ current = None
 
 def start(make_recorder=None):
     """The application's sink (service.readings_json reports its state). The
-    Recorder is opened here, before sensing loads: opening the journal and the
-    signer needs more heap for a moment than they keep."""
+    Recorder (journal + signer) is opened by the task at the first record, so a
+    hub that senses nothing never touches its journal (and a console session's
+    own Recorder sees no restart gap)."""
     global current
+    from hemhub.sense import recent
+
+    recent.open_log()  # the event ring records from now on (service.events_json)
     current = Sink(make_recorder)
-    current._open()
+    current._check()
     return current
 
 
@@ -58,6 +62,7 @@ class Sink:
     def __init__(self, make_recorder=None):
         self._make = make_recorder
         self.recorder = None
+        self.provisioned = make_recorder is not None
         self.mode = "starting"  # journal | ram-only (not provisioned) | failed: ...
         self._alarms = []
         self._readings = []
@@ -69,7 +74,7 @@ class Sink:
 
     # -- hand-over (called by sensing; never blocks, never signs) --------------------------
     def alarm(self, type_, source=None, value=None, peripheral=None):
-        if self.recorder is None:
+        if not self.provisioned:
             return True  # kept in the RAM ring only
         if len(self._alarms) >= _ALARMS:
             self.counters["queue_full"] += 1
@@ -88,7 +93,7 @@ class Sink:
 
     def reading(self, r):
         """A decoded reading (central.py); False when it cannot be taken now."""
-        if self.recorder is None:
+        if not self.provisioned:
             return True  # kept in RAM only (the recent window): nothing to sign with
         if r.get("uuid") == _UUID_CONTINUOUS:
             last = self._last_cont.get(r["addr"])
@@ -115,26 +120,37 @@ class Sink:
         return self.recorder is not None and self.counters["sign_failed"] == 0
 
     # -- the task ---------------------------------------------------------------------------
+    def _check(self):
+        if self._make is None:
+            try:
+                # identity.state() != "none", without loading P-256 on a hub that has no key
+                os.stat(_IDENTITY_KEY)
+                self.provisioned = True
+                self.mode = "journal (opened at the first record)"
+            except OSError:
+                self.mode = "ram-only (hub not provisioned: no identity)"
+
     def _open(self):
         try:
             if self._make is not None:
                 self.recorder = self._make()
             else:
-                try:
-                    # identity.state() != "none", without loading P-256 on a hub that has no key
-                    os.stat(_IDENTITY_KEY)
-                except OSError:
-                    self.mode = "ram-only (hub not provisioned: no identity)"
-                    return
                 from hemhub import identity
                 from hemhub.recorder import Recorder
 
                 self.recorder = Recorder(identity.hub_id(), identity.signer(pool_size=2))
             self.mode = "journal"
         except Exception as e:  # no factory record, damaged /data: say so, keep sensing
+            self.provisioned = False
+            self._alarms = []
+            self._readings = []
             self.mode = "failed: %s" % _text(repr(e))
 
     async def run(self):
+        if not self.provisioned:
+            return
+        await self._flag.wait()  # the first record to sign
+        self._open()
         rec = self.recorder
         if rec is None:
             return
