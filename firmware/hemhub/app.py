@@ -1,15 +1,37 @@
 """The application: a small asyncio program of tasks with one owner each.
 
-This issue's tasks: health (and with it the watchdog) and the status LED.
-Sensing, journal, signer, uplink and commands join as their issues land.
+Tasks: health (and with it the watchdog), the status LED, the record task
+(sign + journal), sensing (BLE central, wired door), the link manager (WiFi/4G)
+and the uplink (journal -> fleet). Commands and updates join as their issues land.
 """
 import asyncio
+import gc
 
 from hemhub import config, health, led, sense, watchdog
 from hemhub.sense import gpio, sink
 
 
-async def _main(cfg):
+def _preload(cfg):
+    # The long-lived modules first, while the heap is still in one piece: loaded
+    # later, between the tasks' buffers, they fragment it
+    # (docs/decisions/0003-application-heap.md).
+    if cfg.get("broker_host"):  # the uplink opens the journal at once
+        from hemhub import identity, recorder, uplink  # noqa: F401
+        from hemhub.uplink import forward, tls  # noqa: F401
+    if cfg.get("wifi") or cfg.get("apn"):
+        from hemhub.link import manager  # noqa: F401
+
+
+async def _main(cfg, arena):
+    _preload(cfg)
+    # Every module is in: the hole main.py kept now takes the long-lived buffers
+    # (TLS context, MQTT buffers, journal buffer, signer table, BLE queues).
+    arena.clear()
+    gc.collect()
+    if cfg.get("broker_host"):
+        from hemhub import uplink
+
+        uplink.prepare(cfg)
     status_led = led.StatusLed()
     hl = health.Health(cfg["health_persist_s"])
     watchdog.start()
@@ -18,37 +40,41 @@ async def _main(cfg):
     # One task owns the Recorder (sign + journal); sensing hands over through its
     # bounded queues, alarms first (hemhub/sense/sink.py, docs/sensing.md).
     records = sink.start()
+    if cfg.get("broker_host"):
+        records.open()  # the journal and signer now, while the heap is in one piece
     asyncio.create_task(records.run())
+    # Links and uplink before sensing: their long-lived buffers (TLS context)
+    # are made while the heap is still in one piece.
+    link = None
+    if cfg.get("wifi") or cfg.get("apn"):
+        from hemhub.link import manager  # WiFi preferred, 4G fallback (docs/link.md)
+
+        task = manager.start(cfg)
+        if task is not None:
+            asyncio.create_task(task)
+            link = manager.current
+    if cfg.get("broker_host"):
+        # Journal -> fleet over MQTT/TLS, reading the Recorder's own journal (docs/uplink.md).
+        from hemhub import uplink
+
+        asyncio.create_task(uplink.start(cfg, records, link).run())
     sensing = sense.start(cfg, records)
     if sensing is not None:
         asyncio.create_task(sensing)
     # Wired door contact and service button: into the event ring at once, then signed.
     gpio.start(records.wired, cfg.get("gpio_debounce_ms", gpio.DEBOUNCE_MS),
                cfg.get("button_long_press_ms", gpio.LONG_PRESS_MS))
-    if cfg.get("wifi") or cfg.get("apn"):
-        from hemhub.link import manager  # WiFi preferred, 4G fallback (docs/link.md)
-
-        asyncio.create_task(manager.start(cfg))
-    if cfg.get("broker_host"):
-        # Journal -> fleet over MQTT/TLS, reading the Recorder's own journal (docs/uplink.md).
-        from hemhub import uplink
-
-        link = None
-        if cfg.get("wifi") or cfg.get("apn"):
-            from hemhub.link import manager
-
-            link = manager.current
-        asyncio.create_task(uplink.start(cfg, records, link).run())
     await asyncio.sleep_ms(0)
     status_led.mode = "running"
     while True:
         await asyncio.sleep(3600)
 
 
-def main():
+def main(arena=None):
+    # arena: [bytearray] main.py made before any import, freed once all are in.
     cfg = config.load()
     try:
-        asyncio.run(_main(cfg))
+        asyncio.run(_main(cfg, arena if arena is not None else []))
     finally:
         # Stopped from the console (Ctrl-C) or by an error: keep the watchdog
         # fed for the service window, then it resets the hub into service.

@@ -20,7 +20,7 @@ from . import __version__
 from .errors import HubctlError, HubStateError, UsageError
 
 # Modules under hubctl/ that add their own verbs (a register(subparsers) each).
-COMMAND_MODULES: tuple[str, ...] = ("ca", "inventory", "audit", "provision", "broker", "fleet", "deploy")
+COMMAND_MODULES: tuple[str, ...] = ("ca", "inventory", "audit", "provision", "broker", "fleet", "deploy", "flash")
 
 
 def _print_json(obj) -> None:
@@ -215,55 +215,6 @@ def _resolve_port(port: str) -> str:
     return port
 
 
-def cmd_demo(args) -> int:
-    """The main job, end to end on this machine: a virtual hub booted on the real
-    interpreter, asked for its status over its console like a real one."""
-    import tempfile
-
-    from .build import build
-    from .vhub.hubdir import HubDir
-    from .vhub.world import WorldClient
-
-    base = Path(args.dir)
-    hub_dir = base / "hub1"
-    with tempfile.TemporaryDirectory(prefix="hemhub-build-") as tmp:
-        bundle = build(Path(tmp) / "build")
-        if (hub_dir / "hub.json").exists():
-            hub = HubDir.open(hub_dir)
-            if hub.world_socket.exists():
-                try:
-                    with WorldClient.for_hub(hub, timeout=2) as w:
-                        w.stop()
-                    time.sleep(0.3)
-                except HubctlError:
-                    pass
-            hub.install_app(bundle)  # the current firmware, data kept
-            print(f"[demo] reusing virtual hub {hub.serial} in {hub_dir} (firmware {bundle.version} installed)")
-        else:
-            hub = HubDir.create(hub_dir, bundle)
-            print(f"[demo] created virtual hub {hub.serial} in {hub_dir}")
-    t0 = time.monotonic()
-    args_run = argparse.Namespace(dir=str(hub_dir), detach=True, echo=False, allow_damaged=False)
-    cmd_vhub_run(args_run)
-    print(f"[demo] booted on the real MicroPython interpreter; console at {hub.console_file.read_text().strip()}")
-    try:
-        cmd_status(argparse.Namespace(port=str(hub_dir), json=False))
-        print(f"[demo] first status reply {time.monotonic() - t0:.2f} s after run")
-        with WorldClient.for_hub(hub) as w:
-            w.pin(25, 1)  # the door opens
-            w.pin(25, 0)
-            st = w.state()
-        print(f"[demo] world: powered={st['powered']} boots={st['boot_count']} "
-              f"watchdog={st['wdt_timeout_ms']} ms pins={st['pins']}")
-    finally:
-        if not args.keep:
-            cmd_vhub_stop(argparse.Namespace(dir=str(hub_dir)))
-        else:
-            print(f"[demo] left running; try: .venv/bin/mpremote connect {hub.console_file.read_text().strip()} repl"
-                  f"   (stop with: hubctl vhub stop {hub_dir})")
-    return 0
-
-
 def cmd_readings(args) -> int:
     from .readings import fetch
     from .transport import HubConsole
@@ -402,10 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     vf.add_argument("--json", action="store_true")
     vf.set_defaults(func=cmd_verify)
 
-    d = sub.add_parser("demo", help="the main job: boot a virtual hub and show its status")
-    d.add_argument("--dir", default="var/demo", help="where the demo's hubs live (default var/demo)")
-    d.add_argument("--keep", action="store_true", help="leave the hub running afterwards")
-    d.set_defaults(func=cmd_demo)
+    from .demo import register_demo  # the main job, end to end: a virtual fleet
+
+    register_demo(sub)
 
     b = sub.add_parser("build", help="compile firmware/ into an application bundle (.mpy + manifest)")
     b.add_argument("--out", default="build/app", help="output directory (default build/app)")

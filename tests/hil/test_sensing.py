@@ -137,7 +137,8 @@ def test_scale_door_and_pendant(vhub, sim_only):
     assert events.count(("sos", PENDANT, "press")) == 1
     for e in r["events"]:
         # Handed on in the first scheduling of the alarm task after the advert's IRQ.
-        assert e["source"] == "ble" and e["waits"] == 1, e
+        # 0: raised while the task was already handling adverts; 1: its next turn
+        assert e["source"] == "ble" and e["waits"] <= 1, e
         assert e["ticks"] - e["rx_ticks"] == e["latency_ms"] >= 0
     c = r["counters"]
     assert c["unknown_adverts"] >= 1 and c["rejected"] == 0 and c["readings"] == 1
@@ -274,7 +275,7 @@ def test_misbehaving_devices_do_not_block_alarms(vhub, sim_only):
     events = [(e["event"], e["addr"], e["value"]) for e in r["events"]]
     assert ("door", DOOR, True) in events and ("fall", FALL, True) in events and ("door", DOOR, False) in events
     for e in r["events"]:
-        assert e["waits"] == 1, e
+        assert e["waits"] <= 1, e  # within one scheduling tick of the task
     assert c["invalid"] >= 1  # the truncated temperature
     assert c["failed"] >= 1 and "C0:FF:EE:00:00:04 thermometer" in c["last_error"]  # the mute one timed out
     assert heap_free > 8 * 1024  # the flood did not eat the heap (the firmware's 96 KiB)
@@ -293,8 +294,6 @@ def _verify(vhub, cert, tmp_path) -> str:
     return p.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="heap: with the record path open, decrypting a BTHome advert runs out of "
-                   "the 96 KiB (MemoryError in aes_ccm; the advert is dropped) (docs/sensing.md, Heap)")
 def test_sensed_alarms_become_verified_records(vhub, sim_only, ca, tmp_path):
     """BLE door and pendant alarms and the wired door contact end as signed
     records in the journal that `hubctl verify` accepts."""
@@ -318,8 +317,6 @@ def test_sensed_alarms_become_verified_records(vhub, sim_only, ca, tmp_path):
     assert door.fields["peripheral"] == {"addr": bytes.fromhex(DOOR.replace(":", "")), "addr_type": 0, "kind": "door"}
 
 
-@pytest.mark.xfail(strict=True, reason="heap: on a provisioned hub the record path (~34 KiB) leaves ~13 KiB, "
-                   "the GATT link and codecs need ~13 KiB: MemoryError (docs/sensing.md, Heap)")
 def test_sensed_reading_becomes_a_verified_record(vhub, sim_only, ca, tmp_path):
     _, cert = provision_identity(vhub, ca)
     enrol(vhub, [{"addr": SCALE, "kind": "scale"}])

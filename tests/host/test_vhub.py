@@ -164,10 +164,10 @@ def test_status_json_over_the_console(vhub):
     st = json.loads(r.stdout)
     assert st["serial"] == vhub.hub.serial and st["factory"] == "ok"
     assert st["firmware"] and st["data"] in ("mounted", "formatted")
-    from hubctl.vhub.interp import BOARD_HEAP_RESERVE, ROMFS_WINDOW
+    from hubctl.vhub.interp import BOARD_HEAP_RESERVE, FIRMWARE_HEAP, ROMFS_WINDOW
 
-    assert st["heap_total"] <= 96 * 1024 + BOARD_HEAP_RESERVE + ROMFS_WINDOW
-    assert st["heap_free"] <= 96 * 1024
+    assert st["heap_total"] <= FIRMWARE_HEAP + BOARD_HEAP_RESERVE + ROMFS_WINDOW
+    assert st["heap_free"] <= FIRMWARE_HEAP
     assert st["flash"]["data"]["total"] == 2 * 1024 * 1024
 
 

@@ -21,7 +21,7 @@ timings in "link" (see DEFAULTS). docs/link.md has the whole story.
 import asyncio
 import time
 
-from hemhub.link.modem import ModemError
+from hemhub.link import ModemError
 
 DEFAULTS = {
     "check_ms": 1000,
@@ -79,7 +79,7 @@ class _Backoff:
 
 
 class LinkManager:
-    def __init__(self, cfg, wlan=None, modem=None, ppp=None):
+    def __init__(self, cfg, wlan=None, modem=None, ppp=None, cell=None):
         w = cfg.get("wifi") or {}
         self.ssid = w.get("ssid")
         self.psk = w.get("psk") or ""
@@ -90,6 +90,9 @@ class LinkManager:
         self.wlan = wlan
         self.modem = modem
         self.ppp = ppp
+        # cell() -> (modem, ppp), called when 4G is first needed: until then the
+        # AT driver and codec take no heap (docs/decisions/0003-application-heap.md).
+        self._cell = cell
         self.link = "none"
         self.quality = None
         self.wifi = "off" if self.ssid else "not configured"
@@ -109,7 +112,7 @@ class LinkManager:
     # -- what others read ------------------------------------------------------------
     def state(self):
         return {"link": self.link, "quality": self.quality, "wifi": self.wifi, "cellular": self.cellular,
-                "modem": self.modem.state if self.modem else None,
+                "modem": self.modem.state if self.modem else ("off" if self._cell else None),
                 "since_s": time.ticks_diff(time.ticks_ms(), self.since) // 1000,
                 "changes": self.changes, "failovers": self.failovers}
 
@@ -235,6 +238,9 @@ class LinkManager:
         return {"csq": m.csq, "rssi_dbm": m.rssi_dbm}
 
     async def _cell_up(self):
+        if self.modem is None:
+            self.modem, self.ppp = self._cell()
+            self._cell = None
         m = self.modem
         try:
             await m.start()
@@ -268,9 +274,9 @@ class LinkManager:
             await self.modem.hangup()
 
     async def _cell_step(self):
-        if not self.apn or self.modem is None:
+        if not self.apn or (self.modem is None and self._cell is None):
             return False
-        if self.ppp.active() and self.ppp.isconnected():
+        if self.modem is not None and self.ppp.active() and self.ppp.isconnected():
             if self.link != "cellular":
                 self._set("cellular", self._cell_quality())
             if not await self._healthy():
@@ -354,19 +360,24 @@ def start(cfg):
     import network
 
     wlan = network.WLAN(network.STA_IF) if wifi.get("ssid") else None
-    modem = ppp = None
+    cell = None
     if cfg.get("apn"):
-        from machine import UART, Pin
+        from machine import Pin
 
         from hemhub import board
-        from hemhub.link.modem import Modem
 
-        t = dict(DEFAULTS)
-        t.update(cfg.get("link") or {})
-        uart = UART(2, 115200, tx=board.MODEM_TX, rx=board.MODEM_RX, timeout=0, rxbuf=512)
-        modem = Modem(uart, Pin(board.MODEM_POWER, Pin.OUT, value=0), cfg.get("sim_pin"), cfg["apn"],
-                      t["modem_cmd_ms"], t["modem_boot_ms"], t["modem_reg_ms"], t["modem_pwrkey_ms"],
-                      guard_ms=t["modem_guard_ms"])
-        ppp = network.PPP(uart)
-    current = LinkManager(cfg, wlan, modem, ppp)
+        pwrkey = Pin(board.MODEM_POWER, Pin.OUT, value=0)  # the modem stays off until needed
+
+        def cell():
+            from machine import UART
+
+            from hemhub.link.modem import Modem
+
+            t = current.t
+            uart = UART(2, 115200, tx=board.MODEM_TX, rx=board.MODEM_RX, timeout=0, rxbuf=512)
+            return (Modem(uart, pwrkey, cfg.get("sim_pin"), cfg["apn"], t["modem_cmd_ms"],
+                          t["modem_boot_ms"], t["modem_reg_ms"], t["modem_pwrkey_ms"],
+                          guard_ms=t["modem_guard_ms"]), network.PPP(uart))
+
+    current = LinkManager(cfg, wlan, cell=cell)
     return current.run()

@@ -14,17 +14,10 @@ import asyncio
 import time
 
 from hemhub.codec import CodecError, at
+from hemhub.link import ModemError
 
 _POLL_MS = 10
 _URC = ("+CEREG", "+CREG", "+CPIN")
-
-
-class ModemError(Exception):
-    """The modem stopped bring-up in `state` (see the module docstring)."""
-
-    def __init__(self, state, detail=""):
-        super().__init__(state, detail)
-        self.state = state
 
 
 class Modem:

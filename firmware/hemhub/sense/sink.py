@@ -36,9 +36,9 @@ current = None
 
 def start(make_recorder=None):
     """The application's sink (service.readings_json reports its state). The
-    Recorder (journal + signer) is opened by the task at the first record, so a
-    hub that senses nothing never touches its journal (and a console session's
-    own Recorder sees no restart gap)."""
+    Recorder (journal + signer) is opened by Sink.open() when the hub forwards,
+    else by the task at the first record, so a hub that neither forwards nor
+    senses never touches its journal."""
     global current
     from hemhub.sense import recent
 
@@ -146,11 +146,21 @@ class Sink:
             self._readings = []
             self.mode = "failed: %s" % _text(repr(e))
 
+    def open(self):
+        """Open the Recorder now rather than at the first record: the app does
+        this at start-up when it forwards, so a backlog drains at once and the
+        journal's and signer's buffers are made before the heap fragments."""
+        if self.provisioned and self.recorder is None:
+            self._open()
+            if self.recorder is None:
+                print("hemhub records:", self.mode)
+
     async def run(self):
         if not self.provisioned:
             return
-        await self._flag.wait()  # the first record to sign
-        self._open()
+        if self.recorder is None:
+            await self._flag.wait()  # the first record to sign
+            self.open()
         rec = self.recorder
         if rec is None:
             return

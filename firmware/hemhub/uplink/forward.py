@@ -7,6 +7,7 @@ publish so an alarm committed meanwhile goes next; applies the fleet's acks
 reconnects with backoff and jitter when the connection ends.
 """
 import asyncio
+import gc
 import json
 import os
 import time
@@ -20,6 +21,7 @@ MAX_OUTSTANDING = const(32)  # PUBACKed records awaiting the fleet's ack
 ACK_TIMEOUT_MS = const(30000)
 _POLL_MS = const(50)
 _BACKOFF_MIN_MS = const(1000)
+_CONNECT_RESERVE = const(6144)  # kept free for the next connection's allocations
 _BACKOFF_MAX_MS = const(60000)
 _CLOCK_SET_AFTER = const(1577836800)
 _CLOCK_SLACK_S = const(60)
@@ -60,9 +62,13 @@ def describe(e):
 def open_tls(host, port, server_name=None, base=None):
     # (open_stream for Client, the date check whose .error explains a refusal):
     # TLS to the broker with the hub's identity.
+    from hemhub import uplink
     from hemhub.uplink import tls
 
-    ctx, check = tls.context(base or tls.DIR)
+    if base is None and uplink._tls is not None:
+        ctx, check = uplink._tls  # made at start-up (uplink.prepare)
+    else:
+        ctx, check = tls.context(base or tls.DIR)
 
     async def open_stream():
         check.error = None
@@ -85,6 +91,8 @@ class Forwarder:
         self._kick = asyncio.Event()
         self._seen = None
         self.last_error = None
+        self._reserve = None
+        self._take_reserve()  # at start-up, while the heap is in one piece
         self.counters = {"published": 0, "acked_ranges": 0, "bad_acks": 0, "skipped_ranges": 0,
                          "resent": 0, "connects": 0, "clock_set": 0}
 
@@ -117,17 +125,39 @@ class Forwarder:
                              will=(self.topics["status"], WILL),
                              subscriptions=((self.topics["ack"], 1),), on_message=self._on_message)
 
+    def _take_reserve(self):
+        try:
+            self._reserve = bytearray(_CONNECT_RESERVE)
+        except MemoryError:
+            self._reserve = None  # nothing to keep: the next connect tries anyway
+
     # ---- the task --------------------------------------------------------------------
 
     async def run(self):
         backoff = _BACKOFF_MIN_MS
-        while self.journal() is None:  # the record task opens it
+        while self.journal() is None:  # the app opens it at start-up (Sink.open)
             await asyncio.sleep_ms(200)
-        if self.client is None:
-            self._make_client()
+        while self.client is None:
+            # A MemoryError while the heap is fragmented or a TlsSetupError (files
+            # missing) must not end the task: say why, wait, try again.
+            try:
+                self._make_client()
+            except Exception as e:  # noqa: BLE001
+                self.last_error = describe(e)
+                print("uplink: cannot prepare the connection (%s); retry in ~%d s"
+                      % (self.last_error, backoff // 1000))
+                gc.collect()
+                await asyncio.sleep_ms(_jitter(backoff))
+                backoff = min(backoff * 2, _BACKOFF_MAX_MS)
         while True:
             if self.link is not None:
                 await self.link.wait_up()
+            # Each connection allocates its socket, TLS session and streams anew,
+            # some of them blocks of ~1 KiB. MicroPython's heap is never compacted,
+            # so after hours of sensing no hole that size may be left: the hole
+            # this reserve kept since the last connection is handed over now.
+            self._reserve = None
+            gc.collect()
             try:
                 await self.client.connect()
                 self.counters["connects"] += 1
@@ -141,6 +171,8 @@ class Forwarder:
                 self.last_error = (check.error if check is not None and check.error else describe(e))
                 self._note("note_failure")
                 await self.client.close()
+            gc.collect()
+            self._take_reserve()
             print("uplink: disconnected (%s); retry in ~%d s" % (self.last_error, backoff // 1000))
             await asyncio.sleep_ms(_jitter(backoff))
             backoff = min(backoff * 2, _BACKOFF_MAX_MS)
@@ -250,7 +282,10 @@ class Forwarder:
         except Exception:  # noqa: BLE001 - status must not fail on it
             return None, None
         if isinstance(s, dict):
-            return s.get("type") or s.get("link"), s.get("quality", s.get("rssi"))
+            q = s.get("quality", s.get("rssi"))
+            if isinstance(q, dict):  # the link manager's {"rssi"} or {"csq", "rssi_dbm"}
+                q = q.get("rssi", q.get("rssi_dbm"))
+            return s.get("type") or s.get("link"), q
         return s, None
 
     def status(self):
@@ -258,6 +293,7 @@ class Forwarder:
 
         from hemhub import version
 
+        gc.collect()  # free heap means live data, not garbage not yet collected
         st = self.journal().stats()
         link, quality = self._link()
         now = int(self.clock())

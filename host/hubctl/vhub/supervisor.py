@@ -436,13 +436,16 @@ class Supervisor:
         if role == "ctl":
             self._serve_ctl(b, conn, f)
         elif role == "irq":
-            for _ack in f:  # the board acknowledges each scheduled event
-                with self.lock:
-                    if b.wake is not None:
-                        try:
-                            b.wake.send(b"!")
-                        except OSError:
-                            pass
+            try:
+                for _ack in f:  # the board acknowledges each scheduled event
+                    with self.lock:
+                        if b.wake is not None:
+                            try:
+                                b.wake.send(b"!")
+                            except OSError:
+                                pass
+            except OSError:
+                pass  # the interpreter was killed (power cut, reset): its link is gone
 
     def _serve_ctl(self, b: _Board, conn: socket.socket, f) -> None:
         for line in f:

@@ -17,6 +17,7 @@ import socket
 import struct
 
 import micropython
+import uselect
 import utime
 
 _path = os.getenv("HEMHUB_WORLD")
@@ -68,7 +69,11 @@ def on(kind, handler):
 
 
 def _dispatch(line):
-    ev = json.loads(line)
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        print("hemhub runtime: unreadable world event %r" % bytes(line[:120]))
+        return
     h = _handlers.get(ev.get("ev"))
     if h is not None:
         h(ev)
@@ -89,20 +94,33 @@ def _reader():
     # This thread allocates on the shared heap (the emulation's cost; the chip's
     # driver does not): when the firmware has it full, wait like a busy bus
     # rather than die, which would end every interrupt for the rest of the boot.
+    # Bytes are read into a preallocated buffer (socket.recv allocates its result
+    # after the read, so a MemoryError there would lose what was read), and every
+    # allocation after the read is retried, so no event is ever cut.
+    rbuf = bytearray(256)
+    poller = uselect.poll()
+    poller.register(_irq, uselect.POLLIN)
+    _irq.setblocking(False)
     buf = b""
     while True:
         try:
-            data = _irq.recv(256)
+            for _ in poller.ipoll(-1):
+                pass
+            n = _irq.readinto(rbuf)
         except MemoryError:
             utime.sleep_ms(2)
             continue
-        except OSError:
+        except OSError as e:
+            if e.errno == 11:  # EAGAIN: woken, nothing yet
+                continue
             return
-        if not data:
-            return
+        if n is None:
+            continue
+        if not n:
+            return  # the world closed the link
         while True:
             try:
-                buf += data
+                buf += rbuf[:n]
                 break
             except MemoryError:
                 utime.sleep_ms(2)
@@ -123,7 +141,14 @@ def _reader():
                     break
                 except RuntimeError:  # schedule queue full: wait like a pending IRQ
                     utime.sleep_ms(1)
-            _irq.send(b"a\n")
+            while True:
+                try:
+                    _irq.send(b"a\n")
+                    break
+                except OSError as e:
+                    if e.errno != 11:
+                        return
+                    utime.sleep_ms(1)
 
 
 _wake.setblocking(False)
