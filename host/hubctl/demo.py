@@ -54,7 +54,18 @@ class DemoError(HubctlError):
 
 
 class HeapBlocked(DemoError):
-    """The hub's application ran out of its 96 KiB heap (MemoryError on its console)."""
+    """The hub's application ran out of heap blocks (MemoryError on its console;
+    docs/decisions/0004-heap-on-a-64-bit-interpreter.md)."""
+
+
+def _timed_out(h, message: str) -> DemoError:
+    """The error for a hub that did not do something in time: HeapBlocked when
+    its console shows a MemoryError since its application started (the known
+    heap gap), else a plain DemoError."""
+    log = h.console_log()
+    if b"MemoryError" in log[h.app_mark:]:
+        return HeapBlocked(message + " (the hub reported MemoryError: decision 0004)")
+    return DemoError(message)
 
 
 @dataclass
@@ -288,14 +299,14 @@ class VirtualFleet:
             tail = h.console_log()[mark:]
             if b"MemoryError" in tail:
                 line = tail[tail.index(b"MemoryError"):].split(b"\n")[0].decode(errors="replace").strip()
-                raise HeapBlocked(f"{h.name}: the hub's application does not fit its 96 KiB heap "
+                raise HeapBlocked(f"{h.name}: the hub's application ran out of heap blocks "
                                   f"with sensing, the link manager and the uplink ({line}).",
-                                  hint="Known blocker of this firmware (docs/uplink.md, Heap); the uplink "
-                                       "alone works: hubctl provision ran its broker self-test.")
+                                  hint="Known gap of this firmware "
+                                       "(docs/decisions/0004-heap-on-a-64-bit-interpreter.md).")
             if time.monotonic() > deadline:
-                raise DemoError(f"{h.name} ({h.hub_id}) did not come online" + (f" over {link}" if link else "")
-                                + f" within {timeout:.0f} s; last status {st}; console: "
-                                + h.console_log()[-600:].decode(errors="replace"))
+                raise _timed_out(h, f"{h.name} ({h.hub_id}) did not come online" + (f" over {link}" if link else "")
+                                 + f" within {timeout:.0f} s; last status {st}; console: "
+                                 + h.console_log()[-600:].decode(errors="replace"))
             time.sleep(0.1)
 
     # -- the world -----------------------------------------------------------------------------
@@ -334,9 +345,9 @@ class VirtualFleet:
             if pred(rows):
                 return rows
             if time.monotonic() > deadline:
-                raise DemoError(f"{h.name}: timed out waiting for {what}; the fleet holds "
-                                f"{[(r.seq, r.kind) for r in rows]}; console: "
-                                + h.console_log()[-800:].decode(errors="replace"))
+                raise _timed_out(h, f"{h.name}: timed out waiting for {what}; the fleet holds "
+                                 f"{[(r.seq, r.kind) for r in rows]}; console: "
+                                 + h.console_log()[-800:].decode(errors="replace"))
             time.sleep(0.05)
 
     def wait_alarm(self, h: DemoHub, since: float, timeout: float = 30.0) -> tuple[int, float]:
@@ -356,8 +367,8 @@ class VirtualFleet:
                     known.update(s for s in fresh if s not in events)
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise DemoError(f"{h.name}: no alarm stored and acknowledged within {timeout:.0f} s; console: "
-                                    + h.console_log()[-800:].decode(errors="replace"))
+                    raise _timed_out(h, f"{h.name}: no alarm stored and acknowledged within {timeout:.0f} s; "
+                                     "console: " + h.console_log()[-800:].decode(errors="replace"))
                 self._acks.wait(min(left, 0.2))
 
     def journal(self, h: DemoHub) -> dict:
