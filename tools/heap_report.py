@@ -244,8 +244,6 @@ def configure(rh, home: Path, broker_port: int, peripherals: bool = True) -> Non
         raise SystemExit(f"provisioning failed: {r.error}")
     with HubConsole(rh.port) as con:
         cfg = json.loads(con.exec("print(open('/data/config.json').read())"))
-    cfg["wifi"] = {"ssid": SSID, "psk": PSK}
-    cfg["apn"] = APN
     cfg["peripherals"] = [] if not peripherals else [{"addr": SCALE, "kind": "scale", "key": None, "serves": "patient"},
                           {"addr": DOOR, "kind": "door", "key": None, "serves": "patient"},
                           {"addr": PENDANT, "kind": "pendant", "key": KEY, "serves": "patient"}]

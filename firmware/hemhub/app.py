@@ -23,12 +23,13 @@ def _preload(cfg):
 
 
 async def _main(cfg, arena):
+    forwards = bool(cfg.get("broker_host"))
     _preload(cfg)
     # Every module is in: the hole main.py kept now takes the long-lived buffers
     # (TLS context, MQTT buffers, journal buffer, signer table, BLE queues).
     arena.clear()
     gc.collect()
-    if cfg.get("broker_host"):
+    if forwards:
         from hemhub import uplink
 
         uplink.prepare(cfg)
@@ -40,11 +41,9 @@ async def _main(cfg, arena):
     # One task owns the Recorder (sign + journal); sensing hands over through its
     # bounded queues, alarms first (hemhub/sense/sink.py, docs/sensing.md).
     records = sink.start()
-    if cfg.get("broker_host"):
+    if forwards:
         records.open()  # the journal and signer now, while the heap is in one piece
     asyncio.create_task(records.run())
-    # Links and uplink before sensing: their long-lived buffers (TLS context)
-    # are made while the heap is still in one piece.
     link = None
     if cfg.get("wifi") or cfg.get("apn"):
         from hemhub.link import manager  # WiFi preferred, 4G fallback (docs/link.md)
@@ -53,10 +52,8 @@ async def _main(cfg, arena):
         if task is not None:
             asyncio.create_task(task)
             link = manager.current
-    if cfg.get("broker_host"):
+    if forwards:
         # Journal -> fleet over MQTT/TLS, reading the Recorder's own journal (docs/uplink.md).
-        from hemhub import uplink
-
         asyncio.create_task(uplink.start(cfg, records, link).run())
     sensing = sense.start(cfg, records)
     if sensing is not None:

@@ -13,7 +13,7 @@ benchmarks/bench_alarm_latency.py drive it.
     with VirtualFleet(home) as vf:          # CA, broker, fleet service
         hubs = vf.add_hubs(2, bundle)       # virtual hubs booted (detached supervisors)
         vf.provision(hubs)                  # hubctl.provision, in parallel
-        for h in hubs: vf.configure(h)      # link timings, WiFi/APN, devices; app restarts
+        for h in hubs: vf.configure(h)      # link timings, devices; app restarts
         t0 = vf.door(hubs[0]); vf.wait_alarm(hubs[0], t0)   # latency to stored-and-acked
 """
 
@@ -257,15 +257,13 @@ class VirtualFleet:
                 w.ble_add(kind, addr, **({"key": key} if key else {}))
                 h.devices[kind] = {"addr": addr, "key": key}
 
-    def configure(self, h: DemoHub, *, wifi: bool = True, apn: bool | None = None, peripherals: bool = True,
+    def configure(self, h: DemoHub, *, apn: bool | None = None, peripherals: bool = True,
                   link: dict | None = None, **extra) -> None:
-        """Add to the provisioned config what provisioning does not write yet (the link manager's
-        `wifi` object, link timings, enrolled devices), then restart the application."""
+        """Add to the provisioned config (site, broker, WiFi, APN) what provisioning does
+        not write (short link timings, enrolled devices), then restart the application."""
         from .transport import HubConsole
 
         add = {"link": {**LINK_TIMINGS, **(link or {})}, "mqtt_keepalive_s": 10, "status_interval_s": 5, **extra}
-        if wifi:
-            add["wifi"] = {"ssid": h.ssid, "psk": PSK}
         if apn if apn is not None else h.apn:
             add["apn"] = h.apn or APN
         else:

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .errors import HubStateError, TransportError, UsageError
+from .progress import byte_progress
 
 FRAME = 1024  # application bytes per frame
 _DLE = 0x10
@@ -96,8 +96,10 @@ def _listing(con, d: str, root=ROOT_FILES) -> dict:
     return res
 
 
-_RECEIVE = r"""
-import os, sys, hashlib, binascii
+# On-hub programs (sent through the raw REPL). Both create a file's parent
+# directories first, with this function.
+_DIRS = r"""
+import os
 def _dirs(p):
     d = ''
     for x in p.split('/')[1:-1]:
@@ -106,6 +108,10 @@ def _dirs(p):
             os.mkdir(d)
         except OSError:
             pass
+"""
+
+_RECEIVE = _DIRS + r"""
+import sys, hashlib, binascii
 def _un(d):
     i = d.find(b'\x10')
     if i < 0:
@@ -137,17 +143,10 @@ _rx(%(files)r)
 """
 
 
-_COPY = r"""
-import os
+_COPY = _DIRS + r"""
 _b = bytearray(512)
 for a, b in %(pairs)r:
-    d = ''
-    for x in b.split('/')[1:-1]:
-        d += '/' + x
-        try:
-            os.mkdir(d)
-        except OSError:
-            pass
+    _dirs(b)
     with open(a, 'rb') as fa, open(b, 'wb') as fb:
         while True:
             n = fa.readinto(_b)
@@ -358,26 +357,6 @@ def _check_boot(port: str, report: DeployReport) -> None:
 
 
 # -- CLI -----------------------------------------------------------------------------
-def _progress_factory():
-    if not sys.stderr.isatty():
-        return None
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    def make(total):
-        p = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                     TransferSpeedColumn(), transient=True)
-        p.start()
-        task = p.add_task("deploying", total=total)
-
-        def advance(n):
-            if n is None:
-                p.stop()
-            else:
-                p.update(task, advance=n)
-        return advance
-    return make
-
-
 def _cmd_deploy(args) -> int:
     import tempfile
 
@@ -391,7 +370,7 @@ def _cmd_deploy(args) -> int:
     with tempfile.TemporaryDirectory(prefix="hemhub-build-") as tmp:
         bundle = Path(args.bundle) if args.bundle else build(Path(tmp) / "build").dir
         try:
-            r = deploy(port, bundle, progress_factory=_progress_factory())
+            r = deploy(port, bundle, progress_factory=byte_progress("deploying"))
         except Exception as e:
             audit.record(db, "deploy", args.port, "failed", who=args.technician, detail={"error": str(e)[:200]})
             raise

@@ -36,7 +36,6 @@ import json
 import os
 import re
 import secrets
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -45,6 +44,7 @@ from pathlib import Path
 from .errors import HubNotFoundError, HubStateError, TransportError, UsageError
 from .hardware import load_board
 from .partitions import TABLE_OFFSET, table_for_board
+from .progress import byte_progress
 
 ESP_IMAGE_MAGIC = 0xE9
 BOOTLOADER_OFFSET = 0x1000
@@ -375,25 +375,6 @@ def deploy_after_flash(port: str, *, wait_s: float = 20.0, progress_factory=None
 
 
 # -- CLI ----------------------------------------------------------------------------------
-def _progress(total: int):
-    """A rich progress bar on a TTY (stderr), else nothing."""
-    if not sys.stderr.isatty():
-        return None
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    p = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                 TransferSpeedColumn(), transient=True)
-    p.start()
-    task = p.add_task("flashing", total=total)
-
-    def advance(n):
-        if n is None:
-            p.stop()
-        else:
-            p.update(task, advance=n)
-    return advance
-
-
 def _cmd_flash(args) -> int:
     from . import audit
     from . import home as _home
@@ -407,11 +388,9 @@ def _cmd_flash(args) -> int:
             rep = flash_device(args.port, Path(args.runtime), sha256=args.runtime_sha256, serial=args.serial,
                                board=args.board, baud=args.baud, stub=not args.no_stub,
                                reset=not args.no_reset, connect_attempts=args.connect_attempts,
-                               progress_factory=_progress)
+                               progress_factory=byte_progress("flashing"))
             if not args.no_deploy:
-                from .deploy import _progress_factory
-
-                rep.deployed = deploy_after_flash(args.port, progress_factory=_progress_factory())
+                rep.deployed = deploy_after_flash(args.port, progress_factory=byte_progress("deploying"))
     except Exception as e:
         audit.record(db, "flash", unit, "failed", who=args.technician,
                      detail={"port": args.port, "error": str(e)[:200]})

@@ -113,6 +113,16 @@ def _row(r: sqlite3.Row | None) -> dict | None:
     return d
 
 
+def _end_live_certificates(c, hub_id: str, status: str, reason: str, t: str) -> list[str]:
+    """Mark the hub's active and pending certificates `status` (superseded or
+    revoked: both go on the CRL); returns their serials."""
+    serials = [r[0] for r in c.execute(
+        "SELECT serial FROM certificates WHERE hub_id=? AND status IN ('active', 'pending')", (hub_id,))]
+    c.execute("UPDATE certificates SET status=?, revoked_at=?, reason=? "
+              "WHERE hub_id=? AND status IN ('active', 'pending')", (status, t, reason, hub_id))
+    return serials
+
+
 class Inventory:
     def __init__(self, db_path: str | Path):
         self.path = Path(db_path)
@@ -187,11 +197,7 @@ class Inventory:
         """Reprovisioning: the hub's active certificate is replaced (goes to the CRL)."""
         t = now_iso()
         with connect(self.path) as c:
-            old = [r[0] for r in c.execute(
-                "SELECT serial FROM certificates WHERE hub_id=? AND status IN ('active', 'pending')",
-                (hub_id,))]
-            c.execute("UPDATE certificates SET status='superseded', revoked_at=?, reason=? "
-                      "WHERE hub_id=? AND status IN ('active', 'pending')", (t, reason, hub_id))
+            old = _end_live_certificates(c, hub_id, "superseded", reason, t)
             c.execute("UPDATE hubs SET status='pending', updated_at=? WHERE hub_id=? "
                       "AND status != 'revoked'", (t, hub_id))
         return old
@@ -226,11 +232,7 @@ class Inventory:
     def revoke_hub(self, hub_id: str, *, reason: str, technician: str | None) -> list[str]:
         t = now_iso()
         with connect(self.path) as c:
-            serials = [r[0] for r in c.execute(
-                "SELECT serial FROM certificates WHERE hub_id=? AND status IN ('active', 'pending')",
-                (hub_id,))]
-            c.execute("UPDATE certificates SET status='revoked', revoked_at=?, reason=? "
-                      "WHERE hub_id=? AND status IN ('active', 'pending')", (t, reason, hub_id))
+            serials = _end_live_certificates(c, hub_id, "revoked", reason, t)
             c.execute("UPDATE hubs SET status='revoked', revoked_at=?, revoked_reason=?, updated_at=? "
                       "WHERE hub_id=?", (t, f"{reason} (by {technician})" if technician else reason,
                                          t, hub_id))

@@ -1,26 +1,12 @@
 # Deterministic CBOR under MicroPython: the shared vectors in protocol/vectors/cbor.json
 # (RFC 8949 Appendix A and the rejection list), every binary16 pattern, random
 # binary64 patterns, every truncation, and random input.
-import json
 import os
 import struct
 
 from hemhub.codec import CodecError
 from hemhub.codec.cbor import Tag, decode, encode, encode_into
-
-
-def _vectors(section):
-    # one vector per line: read them one at a time (the heap is 96 KiB)
-    with open("protocol/vectors/cbor.json") as f:
-        inside = False
-        for line in f:
-            line = line.strip()
-            if not inside:
-                inside = line == '"%s": [' % section
-                continue
-            if line.startswith("]"):
-                return
-            yield json.loads(line.rstrip(","))
+from vectors import section
 
 
 def _value(v):
@@ -64,24 +50,24 @@ def _error(data):
 
 
 def test_deterministic_vectors_decode():
-    for v in _vectors("deterministic"):
+    for v in section("cbor", "deterministic"):
         got = decode(bytes.fromhex(v["hex"]))
         assert _same(got, _value(v["value"])), (v["name"], got)
 
 
 def test_deterministic_vectors_encode():
-    for v in _vectors("deterministic"):
+    for v in section("cbor", "deterministic"):
         assert encode(_value(v["value"])).hex() == v["hex"], v["name"]
 
 
 def test_reject_vectors():
-    for v in _vectors("reject"):
+    for v in section("cbor", "reject"):
         msg = _error(bytes.fromhex(v["hex"]))
         assert v["error"] in msg, (v["name"], msg)
 
 
 def test_encode_errors():
-    for v in _vectors("encode_errors"):
+    for v in section("cbor", "encode_errors"):
         try:
             encode(v["value"])
         except CodecError as e:

@@ -3,35 +3,16 @@
 # fixed key and nonce, every tampered variant rejected with its reason, the
 # size budget, and bad fields refused at the source.
 import hashlib
-import json
 
 from hemhub import record
 from hemhub.codec import CodecError, cose
 from hemhub.codec.cbor import Tag, decode
 from hemhub.crypto import p256
-
-
-def _section(name, section):
-    # The vector files hold one vector per line, so the 96 KiB heap reads them
-    # one at a time instead of parsing the whole file.
-    with open("protocol/vectors/%s.json" % name) as f:
-        inside = False
-        for line in f:
-            line = line.strip()
-            if not inside:
-                if line == '"%s": [' % section:
-                    inside = True
-                elif line.startswith('"%s": ' % section):
-                    yield json.loads(line[len(section) + 4 :].rstrip(","))
-                    return
-                continue
-            if line.startswith("]"):
-                return
-            yield json.loads(line.rstrip(","))
+from vectors import section
 
 
 def _keys(name):
-    for keys in _section(name, "keys"):
+    for keys in section(name, "keys"):
         return keys
 
 
@@ -77,7 +58,7 @@ def _codec_error(fn, *args):
 
 def test_cose_sign1_vectors():
     keys = _keys("cose")
-    for v in _section("cose", "sign1"):
+    for v in section("cose", "sign1"):
         payload = bytes.fromhex(v["payload"])
         aad = bytes.fromhex(v["external_aad"])
         assert bytes(cose.sig_structure(cose.PROTECTED_ES256, payload, aad)).hex() == v["sig_structure"]
@@ -91,14 +72,14 @@ def test_cose_sign1_vectors():
 
 
 def test_cose_reject_vectors():
-    for v in _section("cose", "reject"):
+    for v in section("cose", "reject"):
         msg = _codec_error(cose.parse_sign1, bytes.fromhex(v["hex"]))
         assert v["error"] in msg, (v["name"], msg)
 
 
 def test_record_vectors_reproduce():
     keys = _keys("records")
-    for v in _section("records", "records"):
+    for v in section("records", "records"):
         fields = _fields(v["fields"])
         assert record.encode_payload(fields).hex() == v["payload"], v["name"]
         data = record.sign_record(fields, _signer(keys, v["key"], v["k"]))
@@ -108,7 +89,7 @@ def test_record_vectors_reproduce():
 
 def test_record_vectors_open():
     keys = _keys("records")
-    for v in _section("records", "records"):
+    for v in section("records", "records"):
         pub = bytes.fromhex(keys[v["key"]]["public_key"])
         got, msg = record.open_record(bytes.fromhex(v["cose"]), pub)
         want = _fields(v["fields"])
@@ -120,7 +101,7 @@ def test_record_vectors_open():
 
 def test_tampered_vectors_rejected():
     keys = _keys("records")
-    for v in _section("records", "tampered"):
+    for v in section("records", "tampered"):
         pub = bytes.fromhex(keys[v["verify_with"]]["public_key"])
         msg = _codec_error(record.open_record, bytes.fromhex(v["cose"]), pub)
         assert v["error"] in msg, (v["name"], msg)
@@ -129,7 +110,7 @@ def test_tampered_vectors_rejected():
 def test_flipped_bits_sample_rejected():
     # The host test flips every bit; here a spread sample, each a full verify.
     keys = _keys("records")
-    v = next(_section("records", "records"))
+    v = next(section("records", "records"))
     data = bytes.fromhex(v["cose"])
     pub = bytes.fromhex(keys[v["key"]]["public_key"])
     for bit in range(3, len(data) * 8, 29):
@@ -224,7 +205,7 @@ def test_device_time_from_gatt_date_time():
 
 
 def test_record_digest_is_over_sig_structure():
-    v = next(_section("records", "records"))
+    v = next(section("records", "records"))
     msg = cose.parse_sign1(bytes.fromhex(v["cose"]))
     tbs = cose.sig_structure(msg.protected, msg.payload)
     assert msg.digest() == hashlib.sha256(tbs).digest()

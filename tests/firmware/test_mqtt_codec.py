@@ -2,7 +2,6 @@
 # vectors in protocol/vectors/mqtt.json and uplink.json (the same files
 # tests/host/test_mqtt_codec.py checks under CPython), every truncation of the
 # valid frames, and random frames (a value or MqttError, nothing else).
-import json
 
 from hemhub.codec.mqtt import (
     CONNACK,
@@ -22,23 +21,9 @@ from hemhub.codec.mqtt import (
     subscribe_into,
 )
 from hemhub.uplink.ack import decode_ack
-from vectors import rng
+from vectors import rng, section
 
 _BUF = bytearray(2600)
-
-
-def _section(name, section):
-    # one vector per line: read them one at a time (the heap is 96 KiB)
-    with open("protocol/vectors/%s.json" % name) as f:
-        inside = False
-        for line in f:
-            line = line.strip()
-            if not inside:
-                inside = line == '"%s": [' % section
-                continue
-            if line.startswith("]"):
-                return
-            yield json.loads(line.rstrip(","))
 
 
 def _payload(p):
@@ -95,7 +80,7 @@ def _error(data):
 
 def test_encode_vectors():
     count = 0
-    for v in _section("mqtt", "encode"):
+    for v in section("mqtt", "encode"):
         n = _encode(v["packet"])
         got = bytes(_BUF[:n]).hex()
         assert got == v["hex"], "%s: %s != %s" % (v["name"], got, v["hex"])
@@ -105,14 +90,14 @@ def test_encode_vectors():
 
 def test_remaining_length_vectors():
     buf = bytearray(4)
-    for v in _section("mqtt", "remaining_length"):
+    for v in section("mqtt", "remaining_length"):
         n = encode_length_into(buf, 0, v["value"])
         assert bytes(buf[:n]).hex() == v["hex"], v
         assert decode_length(bytes.fromhex(v["hex"])) == (v["value"], n), v
-    for v in _section("mqtt", "remaining_length_nonminimal"):
+    for v in section("mqtt", "remaining_length_nonminimal"):
         data = bytes.fromhex(v["hex"])
         assert decode_length(data) == (v["value"], len(data)), v
-    for v in _section("mqtt", "remaining_length_errors"):
+    for v in section("mqtt", "remaining_length_errors"):
         try:
             decode_length(bytes.fromhex(v["hex"]))
         except MqttError as e:
@@ -123,7 +108,7 @@ def test_remaining_length_vectors():
 
 def test_decode_vectors():
     count = 0
-    for v in _section("mqtt", "decode"):
+    for v in section("mqtt", "decode"):
         got = _as_dict(parse(bytes.fromhex(v["hex"])))
         assert got == v["expect"], "%s: %r" % (v["name"], got)
         count += 1
@@ -132,7 +117,7 @@ def test_decode_vectors():
 
 def test_decode_error_vectors():
     count = 0
-    for v in _section("mqtt", "decode_errors"):
+    for v in section("mqtt", "decode_errors"):
         msg = _error(bytes.fromhex(v["hex"]))
         assert v["error"] in msg, "%s: %r lacks %r" % (v["name"], msg, v["error"])
         count += 1
@@ -141,7 +126,7 @@ def test_decode_error_vectors():
 
 def test_every_truncation_is_an_error():
     # A frame cut anywhere short of its end is refused, never misread.
-    for v in _section("mqtt", "decode"):
+    for v in section("mqtt", "decode"):
         data = bytes.fromhex(v["hex"])
         for cut in range(len(data)):
             assert "truncated" in _error(data[:cut]), (v["name"], cut)
@@ -171,11 +156,11 @@ def test_random_frames_value_or_error():
 
 
 def test_ack_vectors():
-    for v in _section("uplink", "ack"):
+    for v in section("uplink", "ack"):
         acks, t = decode_ack(bytes.fromhex(v["hex"]))
         assert [list(a) for a in acks] == v["acks"], v["name"]
         assert t == v["time"], v["name"]
-    for v in _section("uplink", "ack_invalid"):
+    for v in section("uplink", "ack_invalid"):
         try:
             decode_ack(bytes.fromhex(v["hex"]))
         except ValueError as e:
@@ -187,7 +172,7 @@ def test_ack_vectors():
 def test_topics_vector():
     from hemhub.uplink.ack import topics
 
-    for v in _section("uplink", "topics"):
+    for v in section("uplink", "topics"):
         t = topics(v["hub"])
         for k in ("alarm", "rec", "status", "ack"):
             assert t[k] == v[k], k

@@ -10,6 +10,27 @@ def load(name):
         return json.load(f)
 
 
+def section(name, section):
+    """The vectors of one section of protocol/vectors/<name>.json, one at a time.
+    The vector files hold one vector per line, so the 96 KiB heap reads them
+    line by line instead of parsing the whole file. A section written on one
+    line ("name": value) yields that value."""
+    with open("protocol/vectors/%s.json" % name) as f:
+        inside = False
+        for line in f:
+            line = line.strip()
+            if not inside:
+                if line == '"%s": [' % section:
+                    inside = True
+                elif line.startswith('"%s": ' % section):
+                    yield json.loads(line[len(section) + 4 :].rstrip(","))
+                    return
+                continue
+            if line.startswith("]"):
+                return
+            yield json.loads(line.rstrip(","))
+
+
 def norm(x):
     """Decoder output in JSON shapes: tuples become lists, bytes {"hex": ...}."""
     if isinstance(x, (tuple, list)):

@@ -89,11 +89,6 @@ def setup(vhub, tmp_path, sim_only):
         r = pv.provision(str(vhub.path), pv.Settings(site="uplink test", broker=f"127.0.0.1:{b.port}",
                                                      wifi_ssid="home", wifi_psk="secret-psk"), home=home)
         assert r.ok, r.error
-        # the link manager reads {"wifi": {"ssid", "psk"}} (provisioning writes wifi_ssid/psk)
-        with HubConsole(vhub.port) as con:
-            con.exec("import json\nwith open('/data/config.json') as f: c = json.load(f)\n"
-                     "c['wifi'] = {'ssid': 'home', 'psk': 'secret-psk'}\n"
-                     "with open('/data/config.json', 'w') as f: json.dump(c, f)\n")
         fleet = Fleet(home, b.service_port)
         try:
             yield vhub, b, fleet
