@@ -344,6 +344,10 @@ class Journal:
         if state is None and top:
             # The state file is lost: skip every seq that may have been handed out.
             self._ceiling = top + 1 + _SEQ_BLOCK
+        # The last seq known used: the newest stored, or, once every record was
+        # acknowledged and pruned, the one below the floors the state kept. A
+        # restart gap marker starts above it (hemhub.recorder).
+        self.resumed_after = max(top, a.floor - 1, m.floor - 1)
         self._next = max(self._ceiling, top + 1, 1)
         for st in (a, m):
             st.floor = max(st.floor, st.segs[0][0] if len(st.segs) else self._next)

@@ -1,8 +1,8 @@
 """The hub's record path: sign each reading or alarm and commit it to the journal.
 
     rec = Recorder(hub_id, signer)          # signer: identity.signer()
-    rec.observations(obs, peripheral, device_time=None)  -> seq, committed
-    rec.event("door_open", source="wired")               -> seq, committed
+    rec.observations(obs, peripheral, device_time=None)  -> seq, once committed
+    rec.event("door_open", source="wired")               -> seq, once committed
 
 Alarms (events) go to the journal's priority chain. Signing uses a nonce
 precomputed in idle time (refill()); when the pool is empty a nonce is
@@ -30,14 +30,15 @@ class Recorder:
         # After a power cut the journal resumes at its reserved sequence
         # ceiling; the numbers skipped were never used for any record. Say so
         # in a signed gap marker, so a verifier sees no unexplained gap.
-        st = self.journal.stats()
-        newest, nxt = st["newest"], st["next_seq"]
-        if newest is None or nxt <= newest + 1:
+        # With every record acknowledged and pruned nothing is stored, but the
+        # journal still knows the last seq used (Journal.resumed_after).
+        last, nxt = self.journal.resumed_after, self.journal.stats()["next_seq"]
+        if nxt <= last + 1:
             return
 
         def make(seq):
             f = self._fields(seq, "gap")
-            f["gap"] = {"first": newest + 1, "last": nxt - 1, "count": 0, "what": "none",
+            f["gap"] = {"first": last + 1, "last": nxt - 1, "count": 0, "what": "none",
                         "reason": "restart: reserved sequence numbers unused"}
             return self._sign(f)
 

@@ -236,6 +236,8 @@ def test_seq_is_never_reused_after_pruning_everything_and_reopening():
             d.reboot()
             j = m.journal(capacity_bytes=100 * 1024)
             assert j.stats()["next_seq"] > m.issued
+            # nothing is stored, yet the journal knows where a restart gap starts
+            assert j.stats()["newest"] is None and j.resumed_after == m.issued
         j.close()
     finally:
         d.done()
@@ -490,3 +492,4 @@ def test_heap_a_journal_of_3000_records_within_budget():
         ballast = None
     finally:
         d.done()
+
