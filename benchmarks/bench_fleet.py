@@ -118,7 +118,6 @@ def main() -> None:
 
         # 2. through the broker
         broker = Broker(pki.home, port=free_port(), service_port=free_port(), material=broker_material(pki.home))
-        broker.write_config()
         store = SQLiteStore(homedir.db_path(pki.home))
         with broker:
             svc = FleetService(store, InventoryRegistry(homedir.db_path(pki.home), ttl=60), "127.0.0.1",

@@ -136,7 +136,6 @@ def wire(bundle, tmp: Path, n: int) -> None:
     (ident / "cert.der").write_bytes(cert.public_bytes(serialization.Encoding.DER))
     (ident / "root.der").write_bytes(ca.load_cert(home, ca.ROOT).public_bytes(serialization.Encoding.DER))
     b = brk.Broker(home, port=brk.free_port())
-    b.write_config()
     b.start()
     fleet = None
     try:

@@ -265,7 +265,6 @@ def main() -> int:
         home = base / "home"
         ca.init_ca(home)
         b = brk.Broker(home, port=brk.free_port())
-        b.write_config()
         b.start()
         try:
             with run_hub(base / "hub", bundle) as rh:

@@ -18,7 +18,7 @@ restart (persistence true), so "broker down, then back" loses nothing.
 
     Broker(home, port=8883, service_port=8884, material=None)
         write_config() -> Path     the .conf, ACL files and copies of the TLS material
-        start() / stop() / reload_crl() (SIGHUP) / running / with-statement
+        start() / stop() / reload_crl() (SIGHUP) / running / with-statement; start() writes the config first
     broker_material(home) -> BrokerMaterial   from the provisioning CA (hubctl.ca)
 """
 
@@ -259,8 +259,8 @@ class Broker:
         if not Path(self.mosquitto).exists():
             raise BrokerError(f"Mosquitto is not installed ({self.mosquitto} is missing).",
                               hint="Run tools/setup (it installs the Debian package mosquitto).")
-        if not self.conf_path.exists():
-            self.write_config()
+        # From the current ports, ACLs and CRL: a .conf left by an earlier run may name other ports.
+        self.write_config()
         for port in (self.port, self.service_port):
             if _accepts(port):
                 raise BrokerError(f"Port {port} on 127.0.0.1 is already in use.",
@@ -386,7 +386,6 @@ def cmd_broker_config(args) -> int:
 
 def cmd_broker_run(args) -> int:
     b = _cli_broker(args)
-    b.write_config()
     b.start()
     print(f"mosquitto running (pid {b.proc.pid}): hubs on 127.0.0.1:{b.port}, "
           f"fleet service on 127.0.0.1:{b.service_port}; log {b.log_path}; Ctrl-C stops it", flush=True)

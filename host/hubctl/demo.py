@@ -126,7 +126,6 @@ class VirtualFleet:
             self.log(f"created the provisioning CA in {ca.ca_path(self.home)}")
         self.broker = Broker(self.home, port=free_port(), service_port=free_port(),
                              material=broker_material(self.home))
-        self.broker.write_config()
         self.broker.start()
         self.log(f"mosquitto (pid {self.broker.proc.pid}): hubs on 127.0.0.1:{self.broker.port}, "
                  f"fleet service on 127.0.0.1:{self.broker.service_port}, mutual TLS, CRL, per-hub ACLs")

@@ -25,7 +25,6 @@ def broker(pki):
     if not shutil.which(MOSQUITTO) and not __import__("os").path.exists(MOSQUITTO):
         pytest.skip(f"{MOSQUITTO} missing: run tools/setup")
     b = Broker(pki.home, port=free_port(), service_port=free_port(), material=broker_material(pki.home))
-    b.write_config()
     with b:
         yield b
 

@@ -81,7 +81,6 @@ def setup(vhub, tmp_path, sim_only):
     home = tmp_path / "home"
     ca.init_ca(home)
     b = brk.Broker(home, port=brk.free_port())
-    b.write_config()
     b.start()
     try:
         with vhub.world() as w:
