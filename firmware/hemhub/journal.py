@@ -103,8 +103,9 @@ class Journal:
         #
         # Room for max_bytes is made first (this may evict old measurements, see
         # docs/journal.md), so a signed record is never refused. If make_record
-        # raises or returns a bad length, that seq is skipped for good. Raises
-        # JournalFull if no room can be made, JournalError if storing failed.
+        # raises or returns a bad length, nothing was stored under that seq and
+        # the next record takes it (a MemoryError while signing leaves no gap).
+        # Raises JournalFull if no room can be made, JournalError if storing failed.
         if not 0 <= kind <= 255:
             raise ValueError("record kind must be 0..255, not %r" % (kind,))
         if not 0 < max_bytes <= MAX_RECORD:
@@ -115,9 +116,13 @@ class Journal:
             seq = self._take_seq()
         except OSError as e:
             raise JournalError("could not prepare a journal record: %s" % e)  # noqa: B904
-        data = make_record(seq)
-        if not 0 < len(data) <= max_bytes:
-            raise ValueError("record %d is %d bytes; 1..%d expected" % (seq, len(data), max_bytes))
+        try:
+            data = make_record(seq)
+            if not 0 < len(data) <= max_bytes:
+                raise ValueError("record %d is %d bytes; 1..%d expected" % (seq, len(data), max_bytes))
+        except BaseException:
+            self._next = seq  # the record never left RAM: its seq is unused
+            raise
         st.append(seq, kind, data, self._seg_bytes)
         return seq
 

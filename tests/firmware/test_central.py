@@ -105,3 +105,39 @@ def test_door_and_pendant_raise_events_and_replay_is_rejected():
     assert got[3][0] == "bthome_rejected" and len(got) == 4, got
     assert c.counters["rejected"] == 1 and c.counters["unknown_adverts"] == 1
 
+
+
+def test_an_alarm_that_meets_a_full_heap_is_retried_not_lost():
+    # The consumer (the record path) fails with MemoryError twice, as at the heap's
+    # edge: the sensor's repeats are duplicates by packet id, so only a retry of
+    # the hand-over keeps the alarm. A consumer that fails otherwise loses it, and
+    # says so; the alarm path goes on.
+    ble = FakeBLE()
+    got, fails = [], [MemoryError, MemoryError]
+
+    def consumer(e):
+        if fails:
+            raise fails.pop(0)("allocating 520 bytes")
+        got.append((e["event"], e["addr"], e["value"]))
+
+    c = Central(ble, [{"addr": PENDANT, "kind": "pendant", "key": _KEY.hex()},
+                      {"addr": DOOR, "kind": "door", "key": None}], lambda r: True, consumer)
+
+    async def main():
+        task = asyncio.create_task(c.run())
+        await asyncio.sleep_ms(5)
+        press = enc.encode_encrypted(PENDANT, [(0x00, 7), (0x3A, "press")], _KEY, 100)
+        for _ in range(3):  # one press, broadcast three times
+            ble.advert(PENDANT, press)
+        await asyncio.sleep_ms(200)
+        fails.append(ValueError)
+        ble.advert(DOOR, enc.encode([(0x00, 1), (0x1A, True)]))
+        await asyncio.sleep_ms(20)
+        ble.advert(DOOR, enc.encode([(0x00, 2), (0x1A, False)]))
+        await asyncio.sleep_ms(20)
+        task.cancel()
+
+    _run(main)
+    assert got == [("sos", PENDANT, "press"), ("door", DOOR, False)], got
+    assert c.counters["no_memory"] == 2 and c.counters["events"] == 2, c.counters
+    assert c.counters["lost"] == 1 and "ValueError" in c.last_error, (c.counters, c.last_error)

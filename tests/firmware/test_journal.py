@@ -143,12 +143,17 @@ def test_bad_inputs_get_clean_errors():
         j = Journal(D, capacity_bytes=100 * 1024)
         expect(ValueError, j.append_with, 256, rec)
         expect(ValueError, j.append_with, M, rec, 0)
-        expect(ValueError, j.append_with, M, lambda s: b"")  # seq 1 is skipped
-        expect(ValueError, j.append_with, M, lambda s: rec(s, 300), 200)  # and seq 2
-        assert j.append_with(M, rec) == 3
-        for first, last in ((0, 1), (3, 2), (3, 4), (1, "3")):
+        expect(ValueError, j.append_with, M, lambda s: b"")  # nothing stored: seq 1 is given back
+        expect(ValueError, j.append_with, M, lambda s: rec(s, 300), 200)  # again
+
+        def no_memory(seq):
+            raise MemoryError("signing")
+
+        expect(MemoryError, j.append_with, A, no_memory)
+        assert j.append_with(M, rec) == 1  # no gap in the sequence
+        for first, last in ((0, 1), (2, 1), (2, 3), (1, "2")):
             assert "never issued" in expect(JournalError, j.ack, first, last)
-        expect(ValueError, j.read_into, 3, bytearray(10))
+        expect(ValueError, j.read_into, 1, bytearray(10))
         assert "/data/no/dir" in expect(JournalError, Journal, "/data/no/dir")
         j.close()
     finally:

@@ -59,6 +59,11 @@ _MAX_VALUE = const(64)  # longest health measurement with every optional field i
 _QUEUE = const(8)
 _MAX_RESULTS = const(24)
 _RETRY_MS = const(500)  # pause after a failed link before the next one
+# An alarm that meets a full heap is retried, not dropped: the sensor's repeats
+# carry the same packet id and would be filtered as duplicates. 100 x 20 ms
+# lets the record and uplink tasks free what they hold.
+_MEMORY_TRIES = const(100)
+_MEMORY_WAIT_MS = const(20)
 
 # kind -> (service, characteristics to subscribe, bond by default)
 _PROFILES = {
@@ -140,7 +145,7 @@ class Central:
             self.devices[bytes(p.addr)] = p
         self.counters = {"unknown_adverts": 0, "adverts": 0, "rejected": 0, "dropped": 0, "oversized": 0,
                          "invalid": 0, "connections": 0, "failed": 0, "readings": 0, "duplicates": 0,
-                         "events": 0, "no_memory": 0}
+                         "events": 0, "no_memory": 0, "lost": 0}
         self.last_error = None
         self._adv = []
         self._wakes = 0
@@ -226,18 +231,13 @@ class Central:
                 waits = self._wakes - woke
                 self.counters["adverts"] += 1
                 try:
-                    sd = bthome.service_data(adv)
-                    res = None if sd is None else d.receiver.receive(sd)
+                    # receive() changes the device's replay state only once it
+                    # succeeds, so decoding the same advert again is safe.
+                    res = await self._patiently(self._decode, d, adv)
                 except CodecError as e:
                     # A replay, a downgrade, a MIC failure: loud, a technical alarm.
                     self.counters["rejected"] += 1
-                    self._event(d, "bthome_rejected", None, str(e), rx, waits)
-                    continue
-                except MemoryError:
-                    # The heap is full for a moment: lose this advert (the sensor
-                    # re-broadcasts), never the alarm task.
-                    self.counters["no_memory"] += 1
-                    gc.collect()
+                    await self._patiently(self._event, d, "bthome_rejected", None, str(e), rx, waits)
                     continue
                 if res is None:
                     continue
@@ -246,16 +246,43 @@ class Central:
                         if value == d.state:
                             continue
                         d.state = value
-                    self._event(d, ev, obj, value, rx, waits)
+                    await self._patiently(self._event, d, ev, obj, value, rx, waits)
+
+    async def _patiently(self, fn, *args):
+        # fn(*args), tried again while the heap is full for a moment (MemoryError);
+        # an alarm that still cannot be handed over is said on the console.
+        for _ in range(_MEMORY_TRIES):
+            try:
+                return fn(*args)
+            except MemoryError:
+                self.counters["no_memory"] += 1
+                gc.collect()
+                await asyncio.sleep_ms(_MEMORY_WAIT_MS)
+        self.counters["lost"] += 1
+        self.last_error = "%s: alarm lost, MemoryError for %d ms" % (args[0].name, _MEMORY_TRIES * _MEMORY_WAIT_MS)
+        print("hemhub sense:", self.last_error)
+        return None
+
+    @staticmethod
+    def _decode(d, adv):
+        sd = bthome.service_data(adv)
+        return None if sd is None else d.receiver.receive(sd)
 
     def _event(self, d, ev, obj, value, rx, waits):
-        self.counters["events"] += 1
+        # MemoryError goes to _patiently, which tries again; any other failure of
+        # the consumer must not stop alarms, but is said on the console.
         try:
             self.on_event({"event": ev, "object": obj, "value": value, "addr": d.name, "kind": d.kind,
                            "serves": d.serves, "rx_ticks": rx, "ticks": time.ticks_ms(), "waits": waits,
                            "time": time.time()})
-        except Exception as e:  # the consumer's fault must not stop alarms
+        except MemoryError:
+            raise
+        except Exception as e:
+            self.counters["lost"] += 1
             self.last_error = repr(e)
+            print("hemhub sense: alarm from", d.name, "not handed over:", self.last_error)
+            return
+        self.counters["events"] += 1
 
     # -- the task -----------------------------------------------------------------------
     def _scan(self):

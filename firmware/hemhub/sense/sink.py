@@ -17,6 +17,7 @@ goes to the recent window, one sample per device per _CONTINUOUS_S is signed
 """
 import asyncio
 import binascii
+import gc
 import os
 import time
 
@@ -26,6 +27,8 @@ _ALARMS = const(8)
 _READINGS = const(8)
 _CONTINUOUS_S = const(60)
 _SYNC_MS = const(5000)
+_MEMORY_WAIT_MS = const(50)  # a record that met a full heap is tried again after this
+_OPEN_RETRY_MS = const(500)  # and a Recorder that could not be opened for it
 _UUID_CONTINUOUS = const(0x2A5F)
 _INFO = ("manufacturer", "model", "serial", "firmware")
 _TEXT = const(64)
@@ -69,7 +72,7 @@ class Sink:
         self._flag = asyncio.ThreadSafeFlag()
         self._last_cont = {}  # addr -> hub time of the last continuous sample signed
         self.counters = {"alarms_signed": 0, "readings_signed": 0, "queue_full": 0, "sign_failed": 0,
-                         "continuous_skipped": 0}
+                         "continuous_skipped": 0, "no_memory": 0}
         self.last_seq = None
 
     # -- hand-over (called by sensing; never blocks, never signs) --------------------------
@@ -140,6 +143,8 @@ class Sink:
 
                 self.recorder = Recorder(identity.hub_id(), identity.signer(pool_size=2))
             self.mode = "journal"
+        except MemoryError as e:  # for a moment: run() tries again, alarms stay queued
+            self.mode = "opening (%s)" % _text(repr(e))
         except Exception as e:  # no factory record, damaged /data: say so, keep sensing
             self.provisioned = False
             self._alarms = []
@@ -160,32 +165,55 @@ class Sink:
             return
         if self.recorder is None:
             await self._flag.wait()  # the first record to sign
+        while self.recorder is None:
             self.open()
+            if not self.provisioned:
+                return
+            if self.recorder is None:
+                gc.collect()
+                await asyncio.sleep_ms(_OPEN_RETRY_MS)
         rec = self.recorder
-        if rec is None:
-            return
         signer = rec.signer
         while True:
             if self._alarms:
-                self._commit_alarm(rec, self._alarms.pop(0))
+                done = self._commit(rec, self._alarms, self._alarm)
             elif self._readings and signer.ready() > 1:
-                self._commit_reading(rec, self._readings.pop(0))
+                done = self._commit(rec, self._readings, self._reading)
             elif signer.refill():
-                pass  # one nonce (a k*G) per turn, then let everything else run
+                done = True  # one nonce (a k*G) per turn, then let everything else run
             else:
                 await self._flag.wait()
                 continue
-            await asyncio.sleep_ms(0)
+            await asyncio.sleep_ms(0 if done else _MEMORY_WAIT_MS)
 
-    def _commit_alarm(self, rec, a):
-        type_, source, value, peripheral = a
+    def _commit(self, rec, queue, commit):
+        # Signs and stores queue[0]; it leaves the queue only once it is in the
+        # journal or failed for a reason other than a momentarily full heap, so
+        # a MemoryError never loses an alarm or a reading (the journal gives the
+        # unused seq back). False: try again after a pause.
         try:
-            self.last_seq = rec.event(type_, source=source, value=value, peripheral=peripheral)
-            self.counters["alarms_signed"] += 1
+            self.last_seq = commit(rec, queue[0])
+        except MemoryError:
+            self.counters["no_memory"] += 1
+            if self.counters["no_memory"] == 1:
+                print("hemhub records: MemoryError signing a record; it is kept and tried again")
+            gc.collect()
+            return False
         except Exception as e:
             self._failed(e)
+            print("hemhub records: record not signed:", self.mode)
+        else:
+            self.counters["alarms_signed" if queue is self._alarms else "readings_signed"] += 1
+        queue.pop(0)
+        return True
 
-    def _commit_reading(self, rec, r):
+    @staticmethod
+    def _alarm(rec, a):
+        type_, source, value, peripheral = a
+        return rec.event(type_, source=source, value=value, peripheral=peripheral)
+
+    @staticmethod
+    def _reading(rec, r):
         obs = []
         for o in r["observations"]:
             x = {"mdc": o["mdc"], "value": o["value"], "unit": o["unit"]}
@@ -200,13 +228,9 @@ class Sink:
         periph = {"addr": _addr(r["addr"]), "addr_type": 0, "kind": r["kind"]}
         if info:
             periph["info"] = info
-        try:
-            from hemhub.record import device_time
+        from hemhub.record import device_time
 
-            self.last_seq = rec.observations(obs[:16], periph, device_time(r.get("time")), r.get("user_id"))
-            self.counters["readings_signed"] += 1
-        except Exception as e:
-            self._failed(e)
+        return rec.observations(obs[:16], periph, device_time(r.get("time")), r.get("user_id"))
 
     def _failed(self, e):
         self.counters["sign_failed"] += 1
