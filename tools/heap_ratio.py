@@ -69,7 +69,7 @@ import gc, sys, vfs, micropython
 IMG, STUBS = sys.argv[-2], sys.argv[-1]
 def cost(make):
     gc.collect(); a = gc.mem_alloc(); x = [make(i) for i in range(100)]; gc.collect()
-    return (gc.mem_alloc() - a - 0) // 100
+    return (gc.mem_alloc() - a) // 100
 print("OBJ bytearray1", cost(lambda i: bytearray(1)))
 print("OBJ tuple2", cost(lambda i: (i, i)))
 print("OBJ dict5", cost(lambda i: {1: i, 2: i, 3: i, 4: i, 5: i}))
@@ -131,7 +131,7 @@ def parse(out: str) -> dict:
     if len(mods) != len(MODULES) or pool is None:
         raise SystemExit("heap_ratio: a run did not finish; its output was:\n" + out)
     return {"objects": objs, "modules": mods,
-            "qstr": dict(zip(("pools", "qstrs", "string_bytes", "total_bytes"), map(int, pool.groups())))}
+            "qstr": dict(zip(("pools", "qstrs", "string_bytes", "total_bytes"), map(int, pool.groups()), strict=True))}
 
 
 def measure() -> dict:
