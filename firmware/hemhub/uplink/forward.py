@@ -169,7 +169,10 @@ class Forwarder:
             except Exception as e:  # noqa: BLE001 - every failure means: wait, reconnect
                 check = self._check
                 self.last_error = (check.error if check is not None and check.error else describe(e))
-                self._note("note_failure")
+                if not isinstance(e, MemoryError):
+                    # The hub's own heap is not the link's fault: failing over
+                    # to 4G would load the modem driver into the heap that ran out.
+                    self._note("note_failure")
                 await self.client.close()
             gc.collect()
             self._take_reserve()

@@ -1,0 +1,69 @@
+# The forwarding task's reconnect loop (hemhub.uplink.forward) under MicroPython
+# with the hub's 96 KiB heap: what it tells the link manager. A connection that
+# the network refuses counts against the link (the manager fails over to 4G
+# after enough of them); one the hub's own heap could not make does not: the
+# link is fine, and bringing up 4G would only load the modem driver into the
+# heap that just ran out.
+import sys
+
+import uselect
+import utime
+
+# mprun puts the virtual hub's board modules on the path; their time/select
+# talk to a world this plain interpreter does not have: use the port's own.
+sys.modules["time"] = utime
+sys.modules["select"] = uselect
+
+import asyncio  # noqa: E402
+
+from hemhub.uplink.forward import Forwarder  # noqa: E402
+
+
+class Link:
+    def __init__(self):
+        self.failures = 0
+
+    async def wait_up(self):
+        return True
+
+    def note_failure(self):
+        self.failures += 1
+
+    def note_ok(self):
+        self.failures = 0
+
+    def state(self):
+        return {"type": "wifi"}
+
+
+class Records:
+    journal = object()  # present: the task goes on to connect
+
+
+def test_a_connection_the_heap_could_not_make_is_not_the_links_failure():
+    link = Link()
+    tries = []
+
+    async def open_stream():
+        tries.append(len(tries))
+        if len(tries) == 1:
+            raise MemoryError("memory allocation failed, allocating 520 bytes")
+        raise OSError(111)  # ECONNREFUSED: the network's answer
+
+    fw = Forwarder({"mqtt_keepalive_s": 10}, Records(), link=link, hub_id="HH1-TEST-0001",
+                   open_stream=open_stream)
+
+    async def main():
+        task = asyncio.create_task(fw.run())
+        for _ in range(300):
+            await asyncio.sleep_ms(10)
+            if len(tries) == 1:
+                assert link.failures == 0, "a MemoryError was reported as the link's failure"
+            if len(tries) == 2:
+                break
+        await asyncio.sleep_ms(20)
+        task.cancel()
+
+    asyncio.run(main())
+    assert len(tries) == 2, tries
+    assert link.failures == 1 and "unreachable" in fw.last_error, (link.failures, fw.last_error)
