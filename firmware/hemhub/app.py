@@ -52,11 +52,18 @@ async def _main(cfg, arena):
         if task is not None:
             asyncio.create_task(task)
             link = manager.current
+    fw = None
     if forwards:
         # Journal -> fleet over MQTT/TLS, reading the Recorder's own journal (docs/uplink.md).
-        asyncio.create_task(uplink.start(cfg, records, link).run())
+        fw = uplink.start(cfg, records, link)
+        asyncio.create_task(fw.run())
     sensing = sense.start(cfg, records)
     if sensing is not None:
+        if fw is not None:
+            # The TLS handshake and a GATT link are the heap's two largest
+            # short-lived needs: a link waits while the uplink connects
+            # (docs/decisions/0004-heap-on-a-64-bit-interpreter.md).
+            sense.current.defer_links = lambda: fw.connecting
         asyncio.create_task(sensing)
     # Wired door contact and service button: into the event ring at once, then signed.
     gpio.start(records.wired, cfg.get("gpio_debounce_ms", gpio.DEBOUNCE_MS),

@@ -141,3 +141,25 @@ def test_an_alarm_that_meets_a_full_heap_is_retried_not_lost():
     assert got == [("sos", PENDANT, "press"), ("door", DOOR, False)], got
     assert c.counters["no_memory"] == 2 and c.counters["events"] == 2, c.counters
     assert c.counters["lost"] == 1 and "ValueError" in c.last_error, (c.counters, c.last_error)
+
+
+def test_a_gatt_link_waits_while_it_is_deferred_and_alarms_do_not():
+    ble = FakeBLE()
+    c, _r, events = _central(ble, [{"addr": SCALE, "kind": "scale", "key": None}])
+    hold = [True]
+    c.defer_links = lambda: hold[0]
+
+    async def main():
+        task = asyncio.create_task(c.run())
+        await asyncio.sleep_ms(5)
+        ble.h(5, (0, _mv(_mac(SCALE)), 0, -60, _mv(b"\x02\x01\x06", 32)))  # the scale has data
+        ble.advert(DOOR, enc.encode([(0x00, 1), (0x1A, True)]))
+        await asyncio.sleep_ms(300)
+        assert not [x for x in ble.calls if x[0] != "scan"] and len(c._want) == 1, ble.calls
+        assert [e["event"] for e in events] == ["door"], events  # alarms go on meanwhile
+        hold[0] = False
+        await asyncio.sleep_ms(300)
+        assert not c._want  # taken up once the hold ends
+        task.cancel()
+
+    _run(main)

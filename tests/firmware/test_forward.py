@@ -67,3 +67,35 @@ def test_a_connection_the_heap_could_not_make_is_not_the_links_failure():
     asyncio.run(main())
     assert len(tries) == 2, tries
     assert link.failures == 1 and "unreachable" in fw.last_error, (link.failures, fw.last_error)
+
+
+def test_sensing_is_asked_to_wait_while_a_connection_is_made_and_after_the_heap_failed_it():
+    seen = []
+    fw = None
+
+    async def open_stream():
+        seen.append(fw.connecting)
+        if len(seen) == 1:
+            raise MemoryError("memory allocation failed, allocating 304 bytes")
+        raise OSError(111)
+
+    fw = Forwarder({"mqtt_keepalive_s": 10}, Records(), link=Link(), hub_id="HH1-TEST-0001",
+                   open_stream=open_stream)
+    after = []
+
+    async def main():
+        task = asyncio.create_task(fw.run())
+        for _ in range(300):
+            await asyncio.sleep_ms(10)
+            if len(seen) == 1 and not after:
+                await asyncio.sleep_ms(50)  # in the pause after the heap's failure
+                after.append(fw.connecting)
+            if len(seen) == 2:
+                break
+        await asyncio.sleep_ms(50)  # in the pause after the network's refusal
+        after.append(fw.connecting)
+        task.cancel()
+
+    asyncio.run(main())
+    assert seen == [True, True], seen
+    assert after == [True, False], after  # a refusing network does not hold sensing up

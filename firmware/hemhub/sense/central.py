@@ -64,6 +64,8 @@ _RETRY_MS = const(500)  # pause after a failed link before the next one
 # lets the record and uplink tasks free what they hold.
 _MEMORY_TRIES = const(100)
 _MEMORY_WAIT_MS = const(20)
+_DEFER_MS = const(100)  # how often a deferred GATT link looks again
+_DEFER_MAX_MS = const(30000)  # and how long it waits at most
 
 # kind -> (service, characteristics to subscribe, bond by default)
 _PROFILES = {
@@ -158,6 +160,10 @@ class Central:
         # record path's journal); stored records are deleted from a device
         # only then. None: on_reading's confirmation is enough.
         self.sync = None
+        # () -> bool: True while no GATT link should start (the uplink is making
+        # its connection, which needs the heap a link would take; app.py wires
+        # it). None: links start when a device advertises.
+        self.defer_links = None
         ble.irq(self._irq)
 
     # -- IRQ: copy, look up, flag; nothing else ------------------------------------------
@@ -296,6 +302,11 @@ class Central:
         while True:
             if not self._want:
                 await self._want_flag.wait()
+            if self._want and self.defer_links is not None:
+                for _ in range(_DEFER_MAX_MS // _DEFER_MS):
+                    if not self.defer_links():
+                        break
+                    await asyncio.sleep_ms(_DEFER_MS)
             if self._want:
                 # The GATT side (link.py and the GATT codecs, ~13 KiB of RAM even
                 # imported in place from ROMFS) is loaded for a link and dropped after it.

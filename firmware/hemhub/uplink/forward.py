@@ -91,6 +91,10 @@ class Forwarder:
         self._kick = asyncio.Event()
         self._seen = None
         self.last_error = None
+        # True while a connection is being made, and through the pause after one
+        # that the heap could not make: the TLS handshake is the heap's largest
+        # short-lived need, and sensing starts no GATT link meanwhile (app.py).
+        self.connecting = False
         self._reserve = None
         self._take_reserve()  # at start-up, while the heap is in one piece
         self.counters = {"published": 0, "acked_ranges": 0, "bad_acks": 0, "skipped_ranges": 0,
@@ -156,10 +160,13 @@ class Forwarder:
             # some of them blocks of ~1 KiB. MicroPython's heap is never compacted,
             # so after hours of sensing no hole that size may be left: the hole
             # this reserve kept since the last connection is handed over now.
+            self.connecting = True
             self._reserve = None
             gc.collect()
+            short_of_heap = False
             try:
                 await self.client.connect()
+                self.connecting = False
                 self.counters["connects"] += 1
                 self._note("note_ok")
                 backoff = _BACKOFF_MIN_MS
@@ -169,11 +176,13 @@ class Forwarder:
             except Exception as e:  # noqa: BLE001 - every failure means: wait, reconnect
                 check = self._check
                 self.last_error = (check.error if check is not None and check.error else describe(e))
-                if not isinstance(e, MemoryError):
+                short_of_heap = isinstance(e, MemoryError)
+                if not short_of_heap:
                     # The hub's own heap is not the link's fault: failing over
                     # to 4G would load the modem driver into the heap that ran out.
                     self._note("note_failure")
                 await self.client.close()
+            self.connecting = short_of_heap
             gc.collect()
             self._take_reserve()
             print("uplink: disconnected (%s); retry in ~%d s" % (self.last_error, backoff // 1000))
