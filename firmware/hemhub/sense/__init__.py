@@ -64,12 +64,14 @@ def start(cfg, sink=None):
         return sink.reading(r) if sink is not None else True
 
     def _event(e):
-        ring.record(e["event"], e["rx_ticks"], "ble", e)
+        # The central calls this again after a MemoryError: the queue first (it
+        # allocates), the ring after (it does not), so a retry never records twice.
         if sink is not None:
             from hemhub.sense.sink import event_record
 
             t, src, v, p = event_record(e)
             sink.alarm(t, src, v, p)
+        ring.record(e["event"], e["rx_ticks"], "ble", e)
 
     current = Central(bluetooth.BLE(), peripherals, _reading, _event, KeyStore())
     if sink is not None:
