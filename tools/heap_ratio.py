@@ -33,6 +33,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import heap_report  # tools/, beside this script
 from hubctl.build import build
 from hubctl.vhub.interp import micropython_command
 
@@ -40,14 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WASM_PACKAGE = "@micropython/micropython-webassembly-pyscript@1.29.0-6"
 WASM_DIR = ROOT / "var" / "heap32"
 
-# What the application imports, in its order (tools/heap_report.py MODULES, plus
-# what a BTHome device and a failover to 4G load).
-MODULES = (
-    "hemhub.config", "hemhub.health", "hemhub.led", "hemhub.watchdog", "hemhub.sense",
-    "hemhub.sense.gpio", "hemhub.sense.sink", "hemhub.journal", "hemhub.record", "hemhub.recorder",
-    "hemhub.identity", "hemhub.sense.central", "hemhub.sense.keys", "hemhub.link.manager",
-    "hemhub.uplink", "hemhub.uplink.forward", "hemhub.uplink.tls", "hemhub.app", "hemhub.link.modem",
-)
+# What the application imports, in its order (heap_report's list: asyncio is
+# the port's own, not the application's), plus the modem driver a failover loads.
+MODULES = tuple(m for m in heap_report.MODULES if m != "asyncio") + ("hemhub.link.modem",)
 
 # The names the firmware takes from the ESP32's C modules at import time.
 STUBS = {
@@ -104,10 +100,6 @@ mp.runPython("import sys\\nsys.argv[:] = ['work', '/w/app.romfs', '/w/stubs']\\n
 """
 
 
-class Missing(SystemExit):
-    pass
-
-
 def ensure_wasm() -> Path:
     """The 32-bit interpreter's package under var/heap32 (installed once, pinned)."""
     pkg = WASM_DIR / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
@@ -115,7 +107,7 @@ def ensure_wasm() -> Path:
         return WASM_DIR
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
-            raise Missing(f"heap_ratio: {tool} is not installed; the 32-bit MicroPython here is its "
+            raise SystemExit(f"heap_ratio: {tool} is not installed; the 32-bit MicroPython here is its "
                           "WebAssembly port. Install Node.js (Debian: apt-get install nodejs npm).")
     WASM_DIR.mkdir(parents=True, exist_ok=True)
     (WASM_DIR / "package.json").write_text('{"private": true, "type": "module"}\n')
