@@ -42,6 +42,11 @@ def ca():
 
 def hub_exec(port: str, code: str) -> str:
     """Stop the application (Ctrl-C), run code in the raw REPL, resume it (soft reset)."""
+    # Tests call this once the radio has dropped the device's connection; the hub
+    # may still be handling the values it queued and, at the end of its link's
+    # teardown (up to 1 s, hemhub/sense/link.py), saving the bond. Stopping it
+    # sooner loses them (seen in CI: a missing reading, a missing ble_keys.json).
+    time.sleep(1.5)
     with contextlib.redirect_stdout(io.StringIO()):
         t = SerialTransport(port, baudrate=115200, timeout=1)
     try:
@@ -199,10 +204,6 @@ def test_bp_bonds_and_keeps_its_key(vhub, sim_only):
         assert wait_until(lambda: dev.sent >= 1 and not radio.conns)
     ltk = dev.ltk
     assert ltk is not None  # bonded: the indication needs an encrypted link
-    # The hub writes the bond to /data at the end of its link's teardown (up to
-    # 1 s after the radio drops the connection, hemhub/sense/link.py); stopping
-    # it before then leaves no file (seen once in CI as ENOENT).
-    time.sleep(1.5)
     out = hub_exec(vhub.port, "print(open('/data/ble_keys.json').read())\n"
                    "import hemhub.service as s\ns.readings_json()\n").strip().splitlines()
     keys, r1 = json.loads(out[-2]), json.loads(out[-1])
