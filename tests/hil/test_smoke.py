@@ -152,3 +152,58 @@ def test_application_heap_after_boot(vhub, sim_only):
     assert snap["heap_free"] <= FIRMWARE_HEAP
     firmware = snap["heap_used"] - board
     assert firmware <= FIRMWARE_HEAP // 3, (snap, emulation)
+
+
+# Code that keeps the board's event reader busy: four 1 ms timer IRQs (a world
+# event each, which the reader allocates for) on a nearly full heap, so the
+# reader runs a garbage collection every few events.
+_BUSY_WITH_IRQS = """
+from machine import Timer
+import gc, time
+ballast = []
+try:
+    while True:
+        ballast.append(bytearray(256))
+except MemoryError:
+    pass
+for i in range(12):
+    ballast.pop()
+gc.collect()
+ts = [Timer(i) for i in range(4)]
+for t in ts:
+    t.init(period=1, callback=lambda t: None)
+try:
+    while True:
+        time.sleep_ms(2)
+finally:
+    for t in ts:
+        t.deinit()
+    ballast = None
+"""
+
+
+def test_ctrl_c_interrupts_code_however_busy_the_irqs(vhub):
+    """Every Ctrl-C reaches the running code and the REPL answers again. A SIGINT
+    to the whole interpreter could land in the board's event reader instead,
+    which then died and left the REPL silent ("No MicroPython REPL answered")."""
+    with HubConsole(vhub.port) as con:
+        t = con.transport
+        for i in range(40):
+            t.exec_raw_no_follow(_BUSY_WITH_IRQS)
+            time.sleep(0.05 + (i % 5) * 0.03)
+            t.serial.write(b"\x03")
+            out, err = t.follow(timeout=10)
+            assert b"KeyboardInterrupt" in err, f"interrupt {i}: {out!r} {err!r}"
+        assert con.exec("print(6 * 7)").strip() == "42"
+
+
+def test_ctrl_c_interrupts_code_that_never_waits(vhub):
+    """A loop that never sleeps or polls is interrupted too, as on the chip."""
+    with HubConsole(vhub.port) as con:
+        t = con.transport
+        t.exec_raw_no_follow("n = 0\nwhile True:\n    n += 1\n")
+        time.sleep(0.2)
+        t.serial.write(b"\x03")
+        out, err = t.follow(timeout=10)
+        assert b"KeyboardInterrupt" in err, (out, err)
+        assert int(con.exec("print(n)")) > 0

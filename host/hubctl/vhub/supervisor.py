@@ -75,6 +75,24 @@ def compile_board(out: Path) -> Path:
     return out
 
 
+_INTERRUPT_GRACE_S = 1.0  # code that waits sees a Ctrl-C within milliseconds
+_libc = None
+
+
+def _signal_main_thread(pid: int) -> None:
+    """SIGINT to the main thread of the interpreter (its thread id is its pid)."""
+    global _libc
+    try:
+        if _libc is None:
+            import ctypes
+            _libc = ctypes.CDLL(None, use_errno=True)
+        tgkill = getattr(_libc, "tgkill", None)  # glibc 2.30+, musl
+        if tgkill is None or tgkill(pid, pid, signal.SIGINT) != 0:
+            os.kill(pid, signal.SIGINT)
+    except OSError:
+        pass  # the interpreter is already gone
+
+
 class _Board:
     """One interpreter instance (one boot) and its connections to the world."""
 
@@ -391,11 +409,7 @@ class Supervisor:
                     if b.console == "busy":
                         break  # held until code runs (interrupt) or the REPL reads
                     if not b.interrupting:
-                        b.interrupting = True
-                        try:
-                            os.kill(b.proc.pid, signal.SIGINT)
-                        except OSError:
-                            pass
+                        self._interrupt(b)
                     i += 1
                     continue
                 out.append(c)
@@ -406,6 +420,38 @@ class Supervisor:
                 b.proc.stdin.write(bytes(out))
             except (OSError, ValueError):
                 pass
+
+    def _interrupt(self, b: _Board) -> None:
+        """Deliver a Ctrl-C to running code, as the ESP32's UART interrupt does:
+        the KeyboardInterrupt is raised in the main thread at a point where the
+        interpreter is consistent. The world writes b"i" on the board's wake
+        socket, and the board raises it where it waits (sleep, poll; see
+        board/_world.py). Code that does not wait within _INTERRUPT_GRACE_S is
+        interrupted by a SIGINT sent to the interpreter's main thread, as
+        MicroPython's Unix port expects.
+
+        Never a SIGINT to the whole process: Linux may hand it to the board's
+        event reader thread, and the Unix port raises KeyboardInterrupt
+        asynchronously in whichever thread the signal lands on (in the reader,
+        possibly inside a garbage collection, which leaves the heap locked). The
+        reader then dies, and the REPL never answers again."""
+        b.interrupting = True
+        if b.wake is None:
+            _signal_main_thread(b.proc.pid)
+            return
+        try:
+            b.wake.send(b"i")
+        except OSError:
+            pass
+
+        def fallback() -> None:
+            with self.lock:
+                if self.board is b and b.interrupting and b.console == "running":
+                    _signal_main_thread(b.proc.pid)
+
+        t = threading.Timer(_INTERRUPT_GRACE_S, fallback)
+        t.daemon = True
+        t.start()
 
     # -- world: board side ------------------------------------------------------------
     def _accept_loop(self) -> None:

@@ -50,7 +50,7 @@ def _getc():
                 if not c:
                     raise SoftReset(FRIENDLY)  # console closed: behave like Ctrl-D
                 return c[0]
-            _world.drain_wake()  # a scheduled IRQ runs between these bytecodes
+            _world.drain_wake(False)  # a scheduled IRQ runs between these bytecodes
 
 
 def _write(s):
@@ -62,6 +62,7 @@ def run_code(src, g, mode="exec"):
 
     SystemExit means soft reset, as in pyexec."""
     try:
+        _world.drain_wake(False)  # an interrupt meant for code that has ended
         console_state("running")
         exec(compile(src, "<stdin>", mode), g)
     except SystemExit:

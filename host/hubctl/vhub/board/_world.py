@@ -17,6 +17,7 @@ import socket
 import struct
 
 import micropython
+from micropython import const
 import uselect
 import utime
 
@@ -83,11 +84,28 @@ def wake_socket():
     return _wake
 
 
-def drain_wake():
-    try:
-        _wake.recv(64)
-    except OSError:
-        pass
+_wake_buf = bytearray(64)
+_INTERRUPT = const(0x69)  # b"i": a Ctrl-C typed while code runs
+
+
+def drain_wake(interruptible=True):
+    # The world writes b"!" on the wake socket after each event it has handed
+    # over, and b"i" for a Ctrl-C while code runs. The interrupt is raised here,
+    # in the main thread where it waits, as the ESP32 raises a UART Ctrl-C at the
+    # next bytecode: never inside a garbage collection, as a SIGINT could be.
+    # Where no code runs (the REPL reads), a late one is discarded, as pyexec
+    # clears a pending interrupt when code ends.
+    while True:
+        try:
+            n = _wake.readinto(_wake_buf)
+        except OSError:
+            return
+        if not n:
+            return
+        if interruptible:
+            for i in range(n):
+                if _wake_buf[i] == _INTERRUPT:
+                    raise KeyboardInterrupt
 
 
 def _reader():
