@@ -32,7 +32,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import random
 import sqlite3
+import time
 from pathlib import Path
 
 from .errors import HubNotFoundError
@@ -80,18 +82,44 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+_SETUP_S = 30.0
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """A connection in WAL mode with the schema in place.
+
+    Turning a new database to WAL, or creating its schema, while other
+    connections open it too (a batch provisioning its first units in a fresh
+    home) can fail at once with "database is locked": SQLite does not wait on
+    its busy handler for every lock those steps take. That is retried here for
+    up to _SETUP_S; any other error, or a lock that outlasts it, is raised."""
+    deadline = time.monotonic() + _SETUP_S
+    delay = 0.01
+    while True:
+        con = sqlite3.connect(path, timeout=30, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA busy_timeout=30000")
+            con.executescript(SCHEMA)
+            return con
+        except sqlite3.OperationalError as e:
+            con.close()
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 0.5)
+
+
 @contextlib.contextmanager
 def connect(db_path: str | Path):
     """A connection with the schema in place; commits on success. One per
     operation, so threads (batch provisioning) never share one."""
     path = Path(db_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(path, timeout=30, isolation_level=None)
-    con.row_factory = sqlite3.Row
+    con = _open(path)
     try:
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA busy_timeout=30000")
-        con.executescript(SCHEMA)
         con.execute("BEGIN IMMEDIATE")
         yield con
         con.execute("COMMIT")

@@ -409,7 +409,11 @@ def provision_many(ports: list[str], settings: Settings, *, progress: Progress |
     results: list[Result | None] = [None] * len(ports)
 
     def one(i: int) -> None:
-        results[i] = provision(ports[i], settings, progress=progress, **kw)
+        try:
+            results[i] = provision(ports[i], settings, progress=progress, **kw)
+        except Exception as e:  # a bug or a host failure (disk, inventory): this unit only
+            results[i] = Result(ports[i], error=f"provisioning stopped on an unexpected error: "
+                                                f"{type(e).__name__}: {e}", exit_code=1)
 
     threads = [threading.Thread(target=one, args=(i,), name=f"provision-{p}") for i, p in enumerate(ports)]
     for t in threads:

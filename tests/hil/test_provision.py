@@ -289,3 +289,18 @@ def test_batch_of_four_in_parallel(tmp_path, bundle, home):
     inv = Inventory(home / "fleet.db")
     assert sorted(h["hub_id"] for h in inv.hubs()) == sorted(h.hub.serial for h in hubs)
     assert len(inv.runs()) == 5
+
+
+def test_an_unexpected_error_in_one_unit_of_a_batch_is_that_units_result(monkeypatch):
+    """A failure provision() does not turn into a Result itself (a bug, a full disk)
+    fails only that unit: the batch still returns one Result per port."""
+    def fake(port, settings, **kw):
+        if port == "bad":
+            raise OSError(28, "No space left on device")
+        return pv.Result(port, hub_id=f"hub-{port}", ok=True)
+
+    monkeypatch.setattr(pv, "provision", fake)
+    results = pv.provision_many(["a", "bad", "b"], pv.Settings(site="bench", broker="127.0.0.1:8883"))
+    assert [r.port for r in results] == ["a", "bad", "b"]
+    assert [r.ok for r in results] == [True, False, True]
+    assert "No space left on device" in results[1].error and results[1].exit_code == 1

@@ -155,3 +155,35 @@ def test_label_svg_and_png(tmp_path):
     assert set(raw[1:w + 1]) == {255}  # white margin
     assert 0 in raw  # the QR code and the text are drawn
     assert label.qr_payload("HH1-1", "HH1-1", "abcdef0123456789ff") == "HEMHUB:HH1-1:HH1-1:ABCDEF0123456789"
+
+
+
+def _start_runs_at_once(inv: Inventory, n: int) -> tuple[list[int], list[str]]:
+    import threading
+
+    barrier = threading.Barrier(n)
+    ids: list[int] = []
+    errors: list[str] = []
+
+    def start(i: int) -> None:
+        barrier.wait()
+        try:
+            ids.append(inv.start_run(f"/dev/ttyUSB{i}", "tech", "bench"))
+        except Exception as e:  # collected: the assertion names it
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return ids, errors
+
+
+def test_a_fresh_inventory_opened_by_many_threads_at_once(tmp_path):
+    """A batch's first units all open a new inventory at the same moment (WAL
+    switch, schema): none may fail with "database is locked"."""
+    for round_ in range(10):
+        ids, errors = _start_runs_at_once(Inventory(tmp_path / f"round{round_}" / "inventory.db"), 8)
+        assert errors == [], errors
+        assert sorted(ids) == list(range(1, 9))
