@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_link.py
 
 Prints, measured inside the hub's 96 KiB heap (gc.mem_alloc after gc.collect):
-the board's lazily loaded emulation modules (network + socket, machine.UART:
-C in flash on the chip, so this part is a virtual-hub overhead), and the
+what the board's emulation modules (network + socket, machine.UART: C in flash
+on the chip) cost the firmware (0 since they are imported into the board's
+reserve at start-up, decision 0005), and the
 firmware's link layer (hemhub.link.manager + modem + codec.at, imported from
 ROMFS, with a LinkManager and Modem built). Then the time from the access
 point going away to the hub's route being cellular, with the short test timings.
@@ -50,7 +51,7 @@ def main() -> None:
         with run_hub(Path(tmp) / "hub", bundle) as rh:
             with HubConsole(rh.port) as con:
                 net, uart, fw, objs = map(int, con.exec(CODE).split())
-            print(f"board network+socket (lazy): {net} B; machine.UART (lazy): {uart} B")
+            print(f"board network+socket, charged to the firmware: {net} B; machine.UART: {uart} B")
             print(f"firmware link layer modules: {fw} B; LinkManager+Modem objects: {objs} B")
             with rh.world() as w:
                 w.net_ap("home", psk="secret", rssi=-50)

@@ -207,3 +207,52 @@ def test_ctrl_c_interrupts_code_that_never_waits(vhub):
         out, err = t.follow(timeout=10)
         assert b"KeyboardInterrupt" in err, (out, err)
         assert int(con.exec("print(n)")) > 0
+
+
+def test_the_boards_network_modules_cost_the_firmware_nothing(vhub, sim_only):
+    """network, socket and machine.UART are C in flash on the chip: the virtual
+    hub imports them into the board's reserve, not the firmware's heap."""
+    with HubConsole(vhub.port) as con:
+        grew = int(con.exec("import gc\ngc.collect()\na = gc.mem_alloc()\n"
+                            "import network, socket\nfrom machine import UART\n"
+                            "gc.collect()\nprint(gc.mem_alloc() - a)\n"))
+    assert grew < 256, f"the board's network modules took {grew} bytes of the firmware's heap"
+
+
+_NAMES_ROOM = """
+import gc
+class O:
+    pass
+o = O()
+gc.collect()
+jumps = []
+for i in range(1100):
+    a = gc.mem_alloc()
+    getattr(o, "fw_name_%d" % i, None)
+    d = gc.mem_alloc() - a
+    if d > 4096:
+        jumps.append((i, d))
+print(jumps)
+"""
+
+
+def test_chip_qstr_pools_leave_the_firmware_room_for_its_names(tmp_path, bundle, monkeypatch, sim_only):
+    """HEMHUB_QSTR_POOLS=chip (decision 0005): the board makes the 1,280-entry
+    qstr pool at start-up, so a thousand new names of the firmware's own never
+    need a pool (one block of ~14 KiB) later; by default the board's own ~400
+    names leave the firmware at the edge of that pool."""
+    from hubctl.vhub import interp, supervisor
+    from vhubtest import run_hub
+
+    def new_pools(hub_dir) -> list:
+        with run_hub(hub_dir, bundle) as rh:
+            with HubConsole(rh.port, resume=False) as con:
+                return json.loads(con.exec(_NAMES_ROOM).replace("(", "[").replace(")", "]"))
+
+    assert new_pools(tmp_path / "default") != []  # the default meets a pool within 1,100 names
+    reserve = interp.BOARD_HEAP_RESERVE + interp.QSTR_POOLS_RESERVE
+    monkeypatch.setenv("HEMHUB_QSTR_POOLS", "chip")
+    monkeypatch.setattr(supervisor, "BOARD_HEAP_RESERVE", reserve)
+    monkeypatch.setattr(supervisor, "VHUB_HEAP_SIZE",
+                        f"{(interp.FIRMWARE_HEAP + reserve + interp.ROMFS_WINDOW) // 1024}K")
+    assert new_pools(tmp_path / "chip") == []

@@ -60,11 +60,10 @@ def compile_board(out: Path) -> Path:
     from ..build import mpy_cross_path
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lazy").mkdir(exist_ok=True)
+    (out / "late").mkdir(exist_ok=True)
     mpy_cross = mpy_cross_path()
-    # board/lazy/: built into the ESP32 runtime too, but loaded here only when the
-    # firmware first imports them (network, socket, UART), to spare the reserve.
-    for src in sorted(BOARD_DIR.glob("*.py")) + sorted(BOARD_DIR.glob("lazy/*.py")):
+    # board/late/: network, socket, UART, imported at the end of the start-up.
+    for src in sorted(BOARD_DIR.glob("*.py")) + sorted(BOARD_DIR.glob("late/*.py")):
         if src.name == "_imgtool.py":
             continue
         dst = out / src.relative_to(BOARD_DIR).with_suffix(".mpy")

@@ -42,12 +42,19 @@ def _mount_root():
     # The emulation modules are all imported by now, like C modules linked into
     # the ESP32 runtime; the host directory they came from is not visible.
     sys.path[:] = ["", ".frozen", "/rom", "/rom/lib", "/lib"] if _romfs else ["", ".frozen", "/lib"]
-    # ... except board/lazy (network, socket, UART): built in on the chip, loaded
-    # here on first import from a hidden mount (not listed in "/"); last on the
-    # path, as a built-in yields to /lib.
-    vfs.mount(vfs.VfsPosix((os.getenv("HEMHUB_BOARD_DIR") or ".") + "/lazy"), "/.board")
+    # ... except board/late (network, socket, UART): they shadow built-ins the
+    # board's own start-up needs unshadowed (the world link uses the real
+    # socket), so they come from a hidden mount (not listed in "/"), last on the
+    # path, as a built-in yields to /lib. They are imported now, still in the
+    # board's reserve: C in flash on the chip, they must cost the firmware
+    # nothing (they took 7.3 KiB of its heap when it first used them; decision
+    # 0005).
+    vfs.mount(vfs.VfsPosix((os.getenv("HEMHUB_BOARD_DIR") or ".") + "/late"), "/.board")
     sys.path.append("/.board")
     os.chdir("/")
+    import _uart  # noqa: F401
+    import network  # noqa: F401
+    import socket  # noqa: F401
 
 
 _romfs = None
@@ -107,22 +114,50 @@ def _run_file(path, g):
 
 
 _ballast = None
+_POOL_FOR_FIRMWARE = 10000  # bytes: only the 1,280-entry qstr pool is this big
 
 
-def _pin_reserve():
+class _Names:
+    pass
+
+
+def _fill_qstr_pools():
+    # HEMHUB_QSTR_POOLS=chip (decision 0005). Interned names (qstrs) live in
+    # pools that double: ... 320, 640, then 1,280 entries, each pool one block
+    # (py/qstr.c, qstr_add; the MemoryError of a failed pool names its entry
+    # count: "allocating 1280 bytes"). On the chip the board's names are ROM
+    # qstrs and the firmware's own fill the pools from the first; here the board
+    # interns ~400 first, so the firmware meets the 1,280-entry pool (~14 KiB
+    # here) ~400 names early. Fill the pools with names of the board's own until
+    # that pool is made; the firmware pays for it (as for its pools on the chip)
+    # and has 1,280 names of room. Returns the pool's size in bytes.
+    if os.getenv("HEMHUB_QSTR_POOLS") != "chip":
+        return 0
+    gc.collect()
+    names = _Names()
+    for i in range(4000):
+        before = gc.mem_alloc()
+        getattr(names, "_board_q%d" % i, None)  # interns the name
+        grew = gc.mem_alloc() - before
+        if grew > _POOL_FOR_FIRMWARE:
+            return grew
+    return 0
+
+
+def _pin_reserve(firmware_pool=0):
     # The emulation's modules are C in flash on the chip, and the ROMFS window is
     # flash read through the cache. The interpreter was given room for both on
     # top of the hub's 96 KiB; hold whatever they leave unused, so the firmware
     # gets 96 KiB and not a byte more.
     global _ballast
     gc.collect()
-    used = gc.mem_alloc()
+    used = gc.mem_alloc() - firmware_pool
     reserve = int(os.getenv("HEMHUB_HEAP_RESERVE") or "0")
     window = int(os.getenv("HEMHUB_ROMFS_WINDOW") or "0")
     if reserve:
-        target = reserve + window
-        if used > target:
-            print("hemhub runtime: the board holds %d bytes, over its %d reserve" % (used, target))
+        if used > reserve + window:
+            print("hemhub runtime: the board holds %d bytes, over its %d reserve" % (used, reserve + window))
+        target = reserve + window + firmware_pool
         # In chunks: one block this size rarely fits between the board's objects.
         _ballast = []
         while True:
@@ -137,7 +172,7 @@ def _pin_reserve():
 def main():
     mode = os.getenv("HEMHUB_REPL_MODE") or _repl.FRIENDLY
     _mount_root()
-    _pin_reserve()
+    _pin_reserve(_fill_qstr_pools())
     g = {"__name__": "__main__"}
     try:
         for name in ("boot.py", "main.py"):

@@ -178,7 +178,8 @@ def freq(hz=None):
 
 
 def __getattr__(name):
-    # UART (board/lazy/_uart.py) loads on first use: only a hub with a modem pays for it.
+    # UART lives in board/late/_uart.py, which the start-up imports after this
+    # module (it needs the world link first).
     if name == "UART":
         from _uart import UART
 

@@ -4,7 +4,7 @@
 # proxy for that destination, which carries the connection over the hub's
 # current default link (WiFi, else PPP), so each link can be cut, slowed or
 # made lossy on its own. Without a link up, it fails as lwIP does (-202).
-# Loaded on first import (board/lazy/), not at start-up.
+# Imported at the end of the board's start-up (board/late/, see _board.py).
 import _world
 import usocket
 from usocket import *  # noqa: F401,F403

@@ -2,7 +2,7 @@
 # (WLAN(STA_IF)) and PPP over the modem's UART. Every call asks the world
 # (host/hubctl/vhub/net.py), which plays the access points, the modem and the
 # route; nothing is cached here, so the module stays small.
-# Loaded on first import (board/lazy/), not at start-up.
+# Imported at the end of the board's start-up (board/late/, see _board.py).
 import _world
 from micropython import const
 
