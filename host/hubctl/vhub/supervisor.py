@@ -493,20 +493,20 @@ class Supervisor:
                 pass  # the interpreter was killed (power cut, reset): its link is gone
 
     def _serve_ctl(self, b: _Board, conn: socket.socket, f) -> None:
-        for line in f:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            try:
-                reply = self._board_request(b, msg)
-            except Exception as e:  # report, keep serving the board
-                reply = {"error": str(e)}
-            if not msg.get("noreply"):
+        try:
+            for line in f:
                 try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                try:
+                    reply = self._board_request(b, msg)
+                except Exception as e:  # report, keep serving the board
+                    reply = {"error": str(e)}
+                if not msg.get("noreply"):
                     conn.sendall(json.dumps(reply).encode() + b"\n")
-                except OSError:
-                    return
+        except OSError:
+            pass  # the interpreter was killed (power cut, reset): its link is gone
 
     def _board_request(self, b: _Board, msg: dict) -> dict:
         req = msg.get("req")
