@@ -104,6 +104,7 @@ class _Board:
         self.console = "busy"  # reading (REPL waits) | running (code runs) | busy
         self.resetting = False  # soft reset under way: input waits for the next boot
         self.interrupting = False
+        self.interrupts = 0  # Ctrl-Cs delivered to running code (each fallback checks it is still its own)
         self.ready = threading.Event()
         self.send_lock = threading.Lock()
 
@@ -435,6 +436,8 @@ class Supervisor:
         possibly inside a garbage collection, which leaves the heap locked). The
         reader then dies, and the REPL never answers again."""
         b.interrupting = True
+        b.interrupts += 1
+        this = b.interrupts
         if b.wake is None:
             _signal_main_thread(b.proc.pid)
             return
@@ -445,7 +448,7 @@ class Supervisor:
 
         def fallback() -> None:
             with self.lock:
-                if self.board is b and b.interrupting and b.console == "running":
+                if self.board is b and b.interrupts == this and b.interrupting and b.console == "running":
                     _signal_main_thread(b.proc.pid)
 
         t = threading.Timer(_INTERRUPT_GRACE_S, fallback)
