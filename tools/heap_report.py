@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Report: the firmware's heap on a virtual hub running the whole application.
 
-    .venv/bin/python tools/heap_report.py [--seconds N] [--modules-only | --app-only]
+    .venv/bin/python tools/heap_report.py [--seconds N] [--modules-only [--modules A,B] | --app-only]
 
 Builds the firmware, creates a virtual hub (96 KiB for the firmware: the board
 reserve is pinned, docs/decisions/0001-virtual-hub-heap.md), provisions its
@@ -150,7 +150,7 @@ def _parse_info(out: str) -> dict:
     return fig
 
 
-def module_costs(rh) -> list[tuple[str, int, int, int]]:
+def module_costs(rh, modules=MODULES) -> list[tuple[str, int, int, int]]:
     """[(module, heap bytes added in order, qstrs added in order, heap on its own)]."""
     step = ("gc.collect()\n_a = gc.mem_free()\n"
             "import {m}\ngc.collect()\nprint('COST', _a - gc.mem_free())\n_info()\n")
@@ -160,7 +160,7 @@ def module_costs(rh) -> list[tuple[str, int, int, int]]:
         start_free = int(re.search(r"FREE (\d+)", out).group(1))
         start = _parse_info(out)
         last_q = start["n_qstr"]
-        for m in MODULES:
+        for m in modules:
             try:
                 out = con.exec(step.format(m=m))
             except Exception as e:  # noqa: BLE001 - a MemoryError is a figure too
@@ -256,6 +256,8 @@ def main() -> int:
     ap.add_argument("--settle", type=int, default=8, help="seconds from start to the start-up figure")
     ap.add_argument("--modules-only", action="store_true")
     ap.add_argument("--app-only", action="store_true")
+    ap.add_argument("--modules", metavar="A,B,...",
+                    help="import these modules, in this order, instead of the application's list")
     ap.add_argument("--no-peripherals", action="store_true",
                     help="enrol no BLE peripheral (the wired door contact still makes alarms)")
     args = ap.parse_args()
@@ -270,7 +272,7 @@ def main() -> int:
             with run_hub(base / "hub", bundle) as rh:
                 configure(rh, home, b.port, peripherals=not args.no_peripherals)
                 if not args.app_only:
-                    rows, start, end = module_costs(rh)
+                    rows, start, end = module_costs(rh, args.modules.split(",") if args.modules else MODULES)
                     print("import cost, in the application's order, one interpreter "
                           f"(free at start {start['free']} B, qstrs {start['n_qstr']}, "
                           f"qstr pool {start['qstr_total']} B):")

@@ -7,8 +7,12 @@ and the uplink (journal -> fleet). Commands and updates join as their issues lan
 import asyncio
 import gc
 
+from micropython import const
+
 from hemhub import config, health, led, sense, watchdog
 from hemhub.sense import gpio, sink
+
+_QUIET_WAIT_MS = const(10000)  # how long a planned restart waits for the queues to drain
 
 
 def _preload(cfg):
@@ -20,6 +24,24 @@ def _preload(cfg):
         from hemhub.uplink import forward, tls  # noqa: F401
     if cfg.get("wifi") or cfg.get("apn"):
         from hemhub.link import manager  # noqa: F401
+
+
+async def _restart_when_quiet(records, reason):
+    # A planned restart (docs/decisions/0006-planned-restart.md) must lose
+    # nothing: every alarm and reading queued in RAM is committed to the journal
+    # first, and no GATT link is open (a device deletes its stored records, and a
+    # new bond is saved, only at the link's end). The journal survives the reset
+    # as it survives a power cut. Not quiet in time: return, the caller goes on.
+    for _ in range(_QUIET_WAIT_MS // 100):
+        central = sense.current
+        if records.drained() and (central is None or not central.linking()):
+            health.note_restart(reason)
+            print("hemhub: planned restart:", reason)
+            import machine
+
+            machine.reset()
+        await asyncio.sleep_ms(100)
+    print("hemhub: restart postponed (records or a GATT link still busy):", reason)
 
 
 async def _main(cfg, arena):
@@ -56,6 +78,7 @@ async def _main(cfg, arena):
     if forwards:
         # Journal -> fleet over MQTT/TLS, reading the Recorder's own journal (docs/uplink.md).
         fw = uplink.start(cfg, records, link)
+        fw.restart = lambda reason: _restart_when_quiet(records, reason)
         asyncio.create_task(fw.run())
     sensing = sense.start(cfg, records)
     if sensing is not None:

@@ -76,6 +76,24 @@ def hardware_reset_cause():
     return _boots().get("last_hw_cause", "unknown")
 
 
+def note_restart(reason):
+    """Say in /data/boots.json why the application is about to reset the hub, so
+    the next boot can tell a planned restart from a crash (hubctl status)."""
+    boots = _boots()
+    boots["planned"] = reason
+    boots["planned_restarts"] = boots.get("planned_restarts", 0) + 1
+    try:
+        _write_atomic(BOOTS, boots)
+    except OSError:
+        pass
+
+
+def last_restart_reason():
+    """The reason the application gave for the last hardware reset, or None when
+    that reset was not one the application asked for."""
+    return _boots().get("last_planned")
+
+
 def record_boot():
     """Count this start of the application in /data/boots.json; returns the count."""
     boots = _boots()
@@ -83,6 +101,7 @@ def record_boot():
     boots["last_cause"] = reset_cause()
     if boots["last_cause"] != "soft_reset":
         boots["last_hw_cause"] = boots["last_cause"]
+        boots["last_planned"] = boots.pop("planned", None)
     try:
         _write_atomic(BOOTS, boots)
     except OSError:

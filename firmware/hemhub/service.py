@@ -26,6 +26,7 @@ def status():
         "data": bootinfo.data,
         "uptime_s": snap["uptime_s"],
         "reset_cause": health.hardware_reset_cause(),
+        "restart_reason": health.last_restart_reason(),
         "soft_reset": snap["reset_cause"] == "soft_reset",
         "heap_free": snap["heap_free"],
         "heap_total": snap["heap_free"] + snap["heap_used"],

@@ -180,6 +180,12 @@ def cmd_vhub_world(args) -> int:
 
 
 # -- hub ------------------------------------------------------------------------------
+def _reset_cause(st: dict) -> str:
+    # "hard_reset (planned: uplink: ...)" when the application restarted the hub itself.
+    why = st.get("restart_reason")
+    return f"{st.get('reset_cause')} (planned: {why})" if why else str(st.get("reset_cause"))
+
+
 def cmd_status(args) -> int:
     from .transport import HubConsole
 
@@ -196,7 +202,7 @@ def cmd_status(args) -> int:
             ("serial", st.get("serial")), ("hardware", f"{st.get('board')} {st.get('hw_rev')}"),
             ("mac", st.get("mac")), ("factory record", st.get("factory")),
             ("firmware", f"{st.get('firmware')} (slot {st.get('slot')}, MicroPython {st.get('runtime')})"),
-            ("uptime", f"{st.get('uptime_s')} s"), ("reset cause", st.get("reset_cause")),
+            ("uptime", f"{st.get('uptime_s')} s"), ("reset cause", _reset_cause(st)),
             ("heap", f"{st.get('heap_free')} of {st.get('heap_total')} bytes free"),
             ("app partition", _fs("app")), ("data partition", f"{_fs('data')} ({st.get('data')})"),
         ]

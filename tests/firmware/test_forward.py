@@ -99,3 +99,44 @@ def test_sensing_is_asked_to_wait_while_a_connection_is_made_and_after_the_heap_
     asyncio.run(main())
     assert seen == [True, True], seen
     assert after == [True, False], after  # a refusing network does not hold sensing up
+
+
+def test_a_heap_too_fragmented_to_connect_three_times_in_a_row_asks_for_a_planned_restart():
+    # MicroPython never compacts its heap: a hub whose heap could not make a
+    # connection three times running restarts (decision 0006). A network
+    # refusal in between is the link's problem, not the heap's, and starts the
+    # count again.
+    import hemhub.uplink.forward as forward
+
+    forward._jitter = lambda ms: 5  # the test need not wait out the backoff
+    answers = [MemoryError("allocating 520 bytes"), MemoryError("allocating 168 bytes"), OSError(111),
+               MemoryError("allocating 248 bytes"), MemoryError("allocating 520 bytes"),
+               MemoryError("allocating 304 bytes")]
+    tries = []
+    restarts = []
+
+    async def open_stream():
+        tries.append(len(tries))
+        raise answers[min(len(tries) - 1, len(answers) - 1)]
+
+    fw = Forwarder({"mqtt_keepalive_s": 10}, Records(), link=Link(), hub_id="HH1-TEST-0001",
+                   open_stream=open_stream)
+
+    async def restart(reason):
+        restarts.append((len(tries), reason))
+
+    fw.restart = restart
+
+    async def main():
+        task = asyncio.create_task(fw.run())
+        for _ in range(500):
+            await asyncio.sleep_ms(10)
+            if restarts or len(tries) > len(answers):
+                break
+        task.cancel()
+
+    asyncio.run(main())
+    assert len(restarts) == 1, (tries, restarts)
+    after, reason = restarts[0]
+    assert after == 6, "asked after %d connections, not the 3rd heap failure in a row" % after
+    assert "3 connections in a row found no heap" in reason and "MemoryError" in reason, reason

@@ -103,6 +103,30 @@ def test_machine_reset_restarts_interpreter(vhub):
     assert s["reset_cause"] == "hard_reset" and s["soft_reset"] is True
 
 
+def _reset_and_wait(vhub, code):
+    with HubConsole(vhub.port, resume=False) as con:
+        with vhub.world() as w:
+            boots = w.state()["boot_count"]
+        con.transport.exec_raw_no_follow(code)
+    with vhub.world() as w:
+        deadline = time.monotonic() + 10
+        while w.state()["boot_count"] == boots and time.monotonic() < deadline:
+            time.sleep(0.05)
+        w.wait_ready()
+    time.sleep(1.0)  # let main.py record the boot before the console interrupts it
+    return status(vhub)
+
+
+def test_a_planned_restart_names_its_reason_in_the_status(vhub):
+    # The application restarts the hub itself when its heap cannot make a
+    # connection (decision 0006); HMC operations must tell that from a crash.
+    s = _reset_and_wait(vhub, "from hemhub import health\nhealth.note_restart('uplink: test')\n"
+                              "import machine\nmachine.reset()\n")
+    assert s["reset_cause"] == "hard_reset" and s["restart_reason"] == "uplink: test", s
+    s = _reset_and_wait(vhub, "import machine\nmachine.reset()\n")  # not asked for by the application
+    assert s["reset_cause"] == "hard_reset" and s["restart_reason"] is None, s
+
+
 def test_power_cuts_while_writing_data(vhub, sim_only):
     # Make the application persist its health snapshot every 20 ms, so cuts land
     # in the middle of littlefs commits.

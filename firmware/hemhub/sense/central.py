@@ -329,6 +329,11 @@ class Central:
                     gc.collect()
                 await asyncio.sleep_ms(_RETRY_MS if self.last_error else 0)
 
+    def linking(self):
+        """True while a GATT link is open (a device deletes its stored records, and
+        a new bond is saved, only at the link's end)."""
+        return self._link is not None
+
     def stats(self):
         c = dict(self.counters)
         c["enrolled"] = len(self.devices)

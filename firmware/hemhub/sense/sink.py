@@ -111,6 +111,10 @@ class Sink:
         self._flag.set()
         return True
 
+    def drained(self):
+        """True when no alarm or reading waits in RAM to be signed and committed."""
+        return not self._alarms and not self._readings
+
     async def sync(self):
         """True once every reading handed over is committed to the journal (the
         central deletes a device's stored records only then); False when there

@@ -23,6 +23,12 @@ _POLL_MS = const(50)
 _BACKOFF_MIN_MS = const(1000)
 _CONNECT_RESERVE = const(6144)  # kept free for the next connection's allocations
 _BACKOFF_MAX_MS = const(60000)
+# A heap too fragmented for a connection does not heal (MicroPython never
+# compacts it): after this many failures in a row the uplink asks for a planned
+# restart, never sooner after a boot than the uptime below, so a hub whose heap
+# is short from the start cannot loop (docs/decisions/0006-planned-restart.md).
+HEAP_RESTART_AFTER = const(3)
+HEAP_RESTART_UPTIME_MS = const(300000)
 _CLOCK_SET_AFTER = const(1577836800)
 _CLOCK_SLACK_S = const(60)
 WILL = b'{"online": false}'
@@ -97,6 +103,10 @@ class Forwarder:
         self.connecting = False
         self._reserve = None
         self._take_reserve()  # at start-up, while the heap is in one piece
+        # async restart(reason): set by the app; returns only if the hub was not
+        # quiet enough to restart without losing anything (app.py).
+        self.restart = None
+        self.heap_failures = 0  # connections in a row the heap could not make
         self.counters = {"published": 0, "acked_ranges": 0, "bad_acks": 0, "skipped_ranges": 0,
                          "resent": 0, "connects": 0, "clock_set": 0}
 
@@ -186,6 +196,11 @@ class Forwarder:
             gc.collect()
             self._take_reserve()
             print("uplink: disconnected (%s); retry in ~%d s" % (self.last_error, backoff // 1000))
+            self.heap_failures = self.heap_failures + 1 if short_of_heap else 0
+            if (short_of_heap and self.restart is not None and self.heap_failures >= HEAP_RESTART_AFTER
+                    and time.ticks_ms() >= HEAP_RESTART_UPTIME_MS):
+                await self.restart("uplink: %d connections in a row found no heap (%s)"
+                                   % (self.heap_failures, self.last_error))
             await asyncio.sleep_ms(_jitter(backoff))
             backoff = min(backoff * 2, _BACKOFF_MAX_MS)
 
