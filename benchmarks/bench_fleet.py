@@ -2,6 +2,7 @@
 # verification rate of `cryptography` on this machine measured in the same run.
 #
 #   .venv/bin/python benchmarks/bench_fleet.py [--hubs 4] [--records 1500] [--batch 512]
+#                                              [--verify-workers N]   (default: one per core)
 #
 # 1. ceiling: ES256 verifications per second on one core (cryptography's
 #    EllipticCurvePublicKey.verify over the records' Sig_structures), and the full
@@ -12,11 +13,16 @@
 #    takes them; the fleet service (this process, service listener) verifies, stores
 #    in SQLite (synchronous=FULL, one transaction per batch) and acks. Rate = records
 #    stored / time from the first publish to the last record stored and every ack sent.
+# 3. where the CPU went in that time, per reading (Linux /proc): the service process
+#    (MQTT client, batching, SQLite), its verification processes, the publisher and
+#    Mosquitto. On a small machine all four share the cores, so the service's own
+#    CPU per reading says more about its capacity than the rate does.
 # Target (issue 5): at least half of one core's verification rate.
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
@@ -57,6 +63,16 @@ def host_sign(fields: dict, key: ec.EllipticCurvePrivateKey) -> bytes:
     return cbor2.dumps(cbor2.CBORTag(18, [PROTECTED, {}, payload, sig]), canonical=True)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far, None where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def publisher(port, root, clients, recs, done):
     from hubctl.fleet.mqtt import BlockingClient
 
@@ -83,6 +99,8 @@ def main() -> None:
     ap.add_argument("--hubs", type=int, default=4)
     ap.add_argument("--records", type=int, default=1500, help="records per hub")
     ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--verify-workers", type=int, default=os.cpu_count() or 1,
+                    help="verification processes of the service (0: in its own process)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         pki = FleetPKI(Path(tmp) / "home")
@@ -122,7 +140,7 @@ def main() -> None:
         with broker:
             svc = FleetService(store, InventoryRegistry(homedir.db_path(pki.home), ttl=60), "127.0.0.1",
                                broker.service_port, certfile=pki.service.certfile, keyfile=pki.service.keyfile,
-                               cafile=pki.root_file, batch=a.batch)
+                               cafile=pki.root_file, batch=a.batch, verify_workers=a.verify_workers)
             with svc:
                 assert svc.wait_connected(10)
                 ctx = mp.get_context("spawn")
@@ -132,18 +150,27 @@ def main() -> None:
                 proc.start()
                 while svc.stats.received == 0 and proc.is_alive():
                     time.sleep(0.001)
+                pids = {"service": [os.getpid()], "verification": svc.pool.pids if svc.pool else [],
+                        "publisher": [proc.pid], "broker": [broker.proc.pid]}
+                cpu0 = {k: [cpu_seconds(p) for p in v] for k, v in pids.items()}
                 t0 = time.perf_counter()
                 deadline = time.monotonic() + 600
                 while svc.stats.stored + svc.stats.duplicates < total and time.monotonic() < deadline:
                     time.sleep(0.002)
                 elapsed = time.perf_counter() - t0
+                cpu1 = {k: [cpu_seconds(p) for p in v] for k, v in pids.items()}
                 proc.join(60)
                 stats = svc.stats
         rate = stats.stored / elapsed
         print(f"ingest: {stats.stored} of {total} records verified and stored in {elapsed:.2f} s = "
               f"{rate:,.0f} readings/s ({stats.batches} batches, {stats.acks_sent} ack messages, "
-              f"{stats.quarantined} quarantined)")
+              f"{stats.quarantined} quarantined; {a.verify_workers} verification processes)")
         print(f"ratio to one core's ES256 verify rate: {rate / verify_rate:.2f} (target >= 0.5)")
+        if all(x is not None for v in (*cpu0.values(), *cpu1.values()) for x in v):
+            us = {k: (sum(cpu1[k]) - sum(cpu0[k])) / stats.stored * 1e6 for k in pids}
+            print(f"CPU per reading: service {us['service']:.0f} us + its verification processes "
+                  f"{us['verification']:.0f} us; publisher {us['publisher']:.0f} us, broker {us['broker']:.0f} us "
+                  f"({sum(us.values()) * rate / 1e6:.2f} of {os.cpu_count()} cores busy)")
         assert store.count() == total, "not every record was stored"
         store.close()
 

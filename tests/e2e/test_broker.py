@@ -11,7 +11,10 @@ import cbor2
 import pytest
 from e2e.conftest import hub_client, service_client
 from e2e.recs import door, reading, sign
+from hubctl import home as homedir
 from hubctl.errors import TransportError
+from hubctl.fleet.ingest import InventoryRegistry
+from hubctl.fleet.service import FleetService
 
 HUB_A, HUB_B = "HH1-2026-0000A1", "HH1-2026-0000B2"
 
@@ -148,3 +151,24 @@ def test_broker_down_and_back_no_loss_no_duplicates(pki, broker, fleet, store):
     assert [r.seq for r in store.readings(HUB_A)] == list(range(1, 21))
     assert [r.record for r in store.readings(HUB_A)] == [recs[s] for s in range(1, 21)]
     assert store.quarantined() == []
+
+
+def test_fleet_with_verification_processes_stores_acks_and_quarantines(pki, broker, store):
+    """The same service with its records verified in a process pool (fleet serve's default)."""
+    a = pki.device(HUB_A)
+    impostor = pki.device("HH1-2026-0000C3")
+    forged = sign(reading(HUB_A, 1, kg=150), impostor)
+    genuine = [sign(reading(HUB_A, s), a) for s in (2, 3)] + [sign(door(HUB_A, 4), a)]
+    svc = FleetService(store, InventoryRegistry(homedir.db_path(pki.home), ttl=0), "127.0.0.1",
+                       broker.service_port, certfile=pki.service.certfile, keyfile=pki.service.keyfile,
+                       cafile=pki.root_file, verify_workers=2)
+    with svc, hub_client(pki, broker, a) as hub:
+        assert svc.wait_connected(10)
+        hub.subscribe(f"hemhub/{HUB_A}/ack")
+        for data in (forged, *genuine):
+            hub.publish(f"hemhub/{HUB_A}/rec", data)
+        assert hub.wait_for(lambda m: acks_of(m, f"hemhub/{HUB_A}/ack") == {2, 3, 4})
+        assert svc.wait_idle()
+        assert acks_of(hub.messages, f"hemhub/{HUB_A}/ack") == {2, 3, 4}
+    assert [r.record for r in store.readings(HUB_A)] == genuine
+    assert [(q.reason, q.record) for q in store.quarantined(HUB_A)] == [("bad-signature", forged)]

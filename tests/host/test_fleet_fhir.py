@@ -101,3 +101,27 @@ def test_cli_export_keeps_decimals_and_is_deterministic(tmp_path, capsys):
         (1, "observations", "verified"), (2, "observations", "verified"), (3, "observations", "verified"),
         (4, "observations", "verified"), (5, "event", "verified")]
     assert main(["fleet", "readings", "--home", str(tmp_path / "nowhere")]) == 3
+
+
+def test_a_reprovisioned_hubs_lives_have_distinct_identifiers(tmp_path, capsys):
+    """Seq 1 of the hub's first certificate and seq 1 of its second are two Observations."""
+    pki, store = filled(tmp_path)
+    old = store.readings()[0].cert_serial
+    new = pki.device(A)
+    Ingestor(store, InventoryRegistry(homedir.db_path(pki.home), ttl=0)).handle(
+        [Message(f"hemhub/{A}/rec", sign(reading(A, 1, kg=64.5), new))])
+    b = bundle(store.readings())
+    ids = [o["identifier"][0]["value"] for o in (e["resource"] for e in b["entry"])
+           if o["resourceType"] == "Observation"]
+    serial = format(new.cert.serial_number, "x")
+    # one identifier per record (a BP record's compound and pulse share theirs)
+    assert sorted(set(ids)) == sorted([f"{A}/{old}/{s}" for s in (1, 2, 3, 4)] + [f"{A}/{serial}/1"])
+    urls = [e["fullUrl"] for e in b["entry"]]
+    assert len(urls) == len(set(urls))
+    store.close()
+    assert main(["fleet", "readings", "--home", str(pki.home), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(x["cert_serial"], x["seq"]) for x in rows] == [(old, s) for s in (1, 2, 3, 4, 5)] + [(serial, 1)]
+    assert main(["fleet", "readings", "--home", str(pki.home)]) == 0
+    text = capsys.readouterr().out
+    assert text.index(f"{A}, certificate {old}:") < text.index(f"{A}, certificate {serial}:")

@@ -1,7 +1,7 @@
 """The fleet's ingest path without a network: records signed by the hub's own code
-are verified against the registered certificate, stored once per (hub, seq), and
-acknowledged; forgeries, replays and records of unknown or revoked hubs are
-quarantined with their reason and never acknowledged."""
+are verified against the registered certificate, stored once per (hub, certificate,
+seq), and acknowledged; forgeries, replays, a former life's records and records of
+unknown or revoked hubs are quarantined with their reason and never acknowledged."""
 
 from __future__ import annotations
 
@@ -153,3 +153,44 @@ def test_many_ranges_split_into_messages_of_at_most_16(env):
     got = [cbor2.loads(p)["acks"] for _, p in msgs]
     assert [len(g) for g in got] == [16, 16, 8] and all(len(p) <= 512 for _, p in msgs)
     assert sorted(a for g in got for a, _ in g) == list(range(1, 80, 2))
+
+
+def test_reprovisioned_hub_starts_a_new_life_at_seq_1(env):
+    """A returned hub wiped and provisioned again under its serial (new key and certificate)
+    numbers its records from 1 again: they are new records, stored and acked, not replays."""
+    pki, store, ing = env
+    old = pki.device(A)
+    first = [sign(reading(A, s, kg=80 + s), old) for s in (1, 2, 3)]
+    assert ing.handle([rec(A, d) for d in first]).stored == 3
+    new = pki.device(A)  # reprovisioned: the inventory supersedes the old certificate
+    second = [sign(reading(A, s, kg=60 + s), new) for s in (1, 2)]
+    out = ing.handle([rec(A, d) for d in second])
+    assert (out.stored, out.quarantined, out.acks) == (2, [], {A: {1, 2}})
+    got = [(r.cert_serial, r.seq, r.record) for r in store.readings(A)]
+    o, n = format(old.cert.serial_number, "x"), format(new.cert.serial_number, "x")
+    assert got == [(o, 1, first[0]), (o, 2, first[1]), (o, 3, first[2]), (n, 1, second[0]), (n, 2, second[1])]
+    # the new life is idempotent and guarded against replays like the first
+    out = ing.handle([rec(A, second[0]), rec(A, sign(reading(A, 2, kg=99), new))])
+    assert (out.stored, out.duplicates, out.acks) == (0, 1, {A: {1}})
+    assert [(q.reason, q.seq) for q in out.quarantined] == [("replay", 2)]
+    assert store.count(A) == 5
+
+
+def test_former_life_records_are_refused_after_reprovisioning(env):
+    """The old key is gone from the hub once it is wiped: whatever is signed with it now is
+    a late or replayed copy. Acking its seq would make the hub delete its *current* record
+    with that seq, so it is quarantined (old-certificate), never stored or acked."""
+    pki, store, ing = env
+    old = pki.device(A)
+    stored = sign(reading(A, 1), old)
+    ing.handle([rec(A, stored)])
+    pki.device(A)
+    never_sent = sign(reading(A, 7), old)
+    out = ing.handle([rec(A, stored), rec(A, never_sent)])
+    assert out.acks == {} and out.stored == out.duplicates == 0
+    assert [(q.reason, q.seq) for q in out.quarantined] == [("old-certificate", 1), ("old-certificate", 7)]
+    assert "reprovisioned" in out.quarantined[0].detail
+    assert [r.record for r in store.readings(A)] == [stored]
+    # a forgery is still a forgery, not a former life
+    out = ing.handle([rec(A, sign(reading(A, 8), pki.device(B)))])
+    assert [q.reason for q in out.quarantined] == ["bad-signature"]

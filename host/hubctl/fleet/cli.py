@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -42,12 +43,15 @@ def cmd_serve(args) -> int:
     else:
         cert, key, ca = service_client_cert(h, read_passphrase(args.passphrase_file))
     store = _store(args)
+    workers = (os.cpu_count() or 1) if args.verify_workers is None else args.verify_workers
     svc = FleetService(store, InventoryRegistry(homedir.db_path(h)), host, port, certfile=cert, keyfile=key,
-                       cafile=ca)
+                       cafile=ca, verify_workers=workers)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     svc.start()
-    print(f"fleet service: broker {host}:{port}, store {store.path}; Ctrl-C stops it", flush=True)
+    print(f"fleet service: broker {host}:{port}, store {store.path}, "
+          f"{f'{workers} verification processes' if workers else 'verifying in-process'}; Ctrl-C stops it",
+          flush=True)
     try:
         while not done.wait(1.0):
             pass
@@ -81,15 +85,20 @@ def cmd_readings(args) -> int:
     store = _store(args)
     rows = store.readings(args.hub)
     if args.json:
-        print(json.dumps([{"hub": r.hub_id, "seq": r.seq, "kind": r.kind, "hub_time": r.hub_time,
+        print(json.dumps([{"hub": r.hub_id, "cert_serial": r.cert_serial, "seq": r.seq, "kind": r.kind,
+                           "hub_time": r.hub_time,
                            "status": r.status, "topic": r.topic, "received_at": r.received_at,
                            "fields": json.loads(fields_json(r.fields)), "cose": r.record.hex()}
                           for r in rows], indent=1))
         return 0
     if not rows:
         print("no readings stored" + (f" for {args.hub}" if args.hub else ""))
+    life = None
     for r in rows:
-        print(f"{r.hub_id:<18} {r.seq:>7} {r.kind:<12} {r.status:<9} {_obs_text(r.fields)}")
+        if (r.hub_id, r.cert_serial) != life:  # a hub's lives apart: seqs restart at reprovisioning
+            life = (r.hub_id, r.cert_serial)
+            print(f"{r.hub_id}, certificate {r.cert_serial}:")
+        print(f"  {r.seq:>7} {r.kind:<12} {r.status:<9} {_obs_text(r.fields)}")
     q = len(store.quarantined(args.hub))
     if q:
         print(f"({q} quarantined record(s): hubctl fleet quarantine)")
@@ -157,6 +166,9 @@ def register(sub) -> None:
     x.add_argument("--key", help="its key")
     x.add_argument("--ca", help="root CA to check the broker against")
     x.add_argument("--passphrase-file", help="CA passphrase (to issue the service certificate the first time)")
+    x.add_argument("--verify-workers", type=int, metavar="N",
+                   help="verify records in N worker processes (default: one per core; 0: in the service's "
+                        "own process)")
     x.add_argument("--quiet", action="store_true", help="log warnings only")
     x.set_defaults(func=cmd_serve)
     x = fs.add_parser("readings", help="stored readings with their verification status")

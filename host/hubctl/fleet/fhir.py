@@ -8,8 +8,10 @@ dataAbsentReason, never a number (SYSTEM.md section 7).
 Alarm events (door, fall, SOS, button) are not Observations and are not exported
 here; nor are health and gap records. `hubctl fleet readings --json` lists them.
 
-The export is deterministic: resource ids derive from (hub id, seq), so exporting
-the same store twice gives the same Bundle.
+The export is deterministic: resource ids derive from (hub id, certificate
+serial, seq), a record's identity in the store, so exporting the same store twice
+gives the same Bundle. The certificate serial tells the lives of a hub apart: a
+hub reprovisioned under the same id numbers its records from 1 again.
 """
 
 from __future__ import annotations
@@ -106,13 +108,18 @@ def _gateway_device(hub_id: str) -> tuple[str, dict]:
                  "text": "hemhub home-care hub (gateway)"}}
 
 
+def record_id(r: Reading) -> str:
+    """The value of the urn:hemhub:record identifier: HID/CERTSERIAL/seq (docs/fleet.md)."""
+    return f"{r.hub_id}/{r.cert_serial}/{r.seq}"
+
+
 def observations_of(r: Reading, device_url: str, gateway_url: str) -> list[tuple[str, dict]]:
     """The Observations of one stored record: one per measurement, BP parts as one compound."""
     f = r.fields
     base = {
         "resourceType": "Observation", "status": "final",
         "category": [{"coding": [{"system": CATEGORY, "code": "vital-signs", "display": "Vital Signs"}]}],
-        "identifier": [{"system": RECORD_SYSTEM, "value": f"{r.hub_id}/{r.seq}"}],
+        "identifier": [{"system": RECORD_SYSTEM, "value": record_id(r)}],
         "device": {"reference": device_url},
         "extension": [{"url": GATEWAY_EXT, "valueReference": {"reference": gateway_url}}],
     }
@@ -126,10 +133,10 @@ def observations_of(r: Reading, device_url: str, gateway_url: str) -> list[tuple
     for i, o in enumerate(obs):
         if o["mdc"] in BP_PARTS:
             continue
-        out.append((_uuid("obs", r.hub_id, r.seq, i), {**base, "code": code_of(o["mdc"]), **_value(o)}))
+        out.append((_uuid("obs", record_id(r), i), {**base, "code": code_of(o["mdc"]), **_value(o)}))
     if bp:
         comps = [{"code": code_of(o["mdc"]), **_value(o)} for o in bp]
-        out.append((_uuid("obs", r.hub_id, r.seq, "bp"), {**base, "code": code_of(BP_PANEL), "component": comps}))
+        out.append((_uuid("obs", record_id(r), "bp"), {**base, "code": code_of(BP_PANEL), "component": comps}))
     return out
 
 

@@ -14,11 +14,21 @@ Checks, in order, for a record on hemhub/HID/{alarm,rec}:
     <reason>      hubctl.records.verify_record against that certificate: truncated,
                   malformed, non-deterministic, unsupported, schema, hub-mismatch (the record
                   names another hub than the topic and certificate), bad-signature
-    replay        a valid record whose (hub, seq) is already stored with another payload
+    old-certificate  the signature is bad with HID's certificate but good with one it had
+                  before being reprovisioned: a former life's record (see below)
+    replay        a valid record whose (hub, certificate, seq) is already stored with
+                  another payload
 
 A record passing all of them is stored (or found already stored with the same
 payload: a resend) and its seq acknowledged. A quarantined record is never
 acknowledged, so a forgery cannot make the hub delete its genuine record.
+
+Lives: a hub reprovisioned under the same id (wiped, new key and certificate)
+numbers its records from 1 again, so a record is identified by (hub, certificate
+serial, seq). Only the hub's current certificate is accepted: the hub holds one
+key at a time and acks name seqs only, so acknowledging a former life's seq N
+would make the hub delete its current record N. Each hub's certificate is looked
+up once per batch, so the acks of one batch are all for one life.
 """
 
 from __future__ import annotations
@@ -27,13 +37,14 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import cbor2
 from cryptography import x509
 
 from .. import records as R
 from .store import CONFLICT, DUPLICATE, NEW, Quarantined, Reading, Store
+from .verify import Job, Verdict, submit_here
 
 log = logging.getLogger("hubctl.fleet")
 
@@ -47,6 +58,7 @@ MAX_STATUS = 512
 UNKNOWN_HUB = "unknown-hub"
 REVOKED = "revoked"
 CERT_MISMATCH = "cert-mismatch"
+OLD_CERTIFICATE = "old-certificate"
 REPLAY = "replay"
 
 
@@ -58,10 +70,13 @@ class HubRegistry(Protocol):
 
     def is_revoked(self, hub_id: str) -> bool: ...
 
+    def former_certificates(self, hub_id: str) -> list[x509.Certificate]:
+        """Certificates the hub had before its current one (superseded or revoked), newest first."""
+
 
 class InventoryRegistry:
-    """HubRegistry over hubctl.inventory, with a short cache: a revocation takes
-    effect for new records within `ttl` seconds."""
+    """HubRegistry over hubctl.inventory, with a short cache: a revocation or a
+    reprovisioning takes effect for new records within `ttl` seconds."""
 
     def __init__(self, db_path, ttl: float = 2.0):
         from ..inventory import Inventory
@@ -69,6 +84,7 @@ class InventoryRegistry:
         self.inventory = Inventory(db_path)
         self.ttl = ttl
         self._cache: dict[str, tuple[float, x509.Certificate | None, bool]] = {}
+        self._former: dict[str, tuple[float, list[x509.Certificate]]] = {}
 
     def _lookup(self, hub_id: str):
         now = time.monotonic()
@@ -87,6 +103,15 @@ class InventoryRegistry:
 
     def is_revoked(self, hub_id):
         return self._lookup(hub_id)[2]
+
+    def former_certificates(self, hub_id):
+        now = time.monotonic()
+        hit = self._former.get(hub_id)
+        if hit is None or now - hit[0] >= self.ttl:
+            certs = [x509.load_der_x509_certificate(c["der"]) for c in reversed(self.inventory.certificates_of(hub_id))
+                     if c["status"] in ("superseded", "revoked")]
+            hit = self._former[hub_id] = (now, certs)
+        return hit[1]
 
 
 @dataclass
@@ -147,10 +172,27 @@ def parse_topic(topic: str) -> tuple[str, str] | None:
     return parts[1], "/".join(parts[2:])
 
 
+@dataclass
+class Prepared:
+    """A batch whose records are being verified (Ingestor.prepare), not yet stored."""
+
+    out: Outcome
+    records: list[tuple[Message, str]]
+    certs: dict[str, tuple[R.RecordVerifier | None, str, str]]
+    verdicts: Callable[[], list[Verdict]]
+
+
 class Ingestor:
-    def __init__(self, store: Store, registry: HubRegistry):
+    """handle(batch) = commit(prepare(batch)). The two halves let the service verify
+    one batch (in worker processes) while it stores the one before.
+
+    submit: how records are verified: verify.submit_here, or a VerifyPool's submit."""
+
+    def __init__(self, store: Store, registry: HubRegistry,
+                 submit: Callable[[list[Job]], Callable[[], list[Verdict]]] = submit_here):
         self.store = store
         self.registry = registry
+        self.submit = submit
         self.totals = Outcome()
 
     def _quarantine(self, out: Outcome, msg: Message, hub: str, reason: str, detail: str,
@@ -159,32 +201,53 @@ class Ingestor:
         out.quarantined.append(q)
         log.warning("quarantined a record on %s: %s: %s", msg.topic, reason, detail)
 
-    def _verify(self, out: Outcome, msg: Message, hub: str) -> R.VerifiedRecord | None:
+    def _hub_certificate(self, hub: str) -> tuple[R.RecordVerifier | None, str, str]:
+        """(verifier of its certificate, the serial, "") or, for a hub whose records are
+        refused, (None, reason, detail)."""
         cert = self.registry.certificate(hub)
         if cert is None:
             if self.registry.is_revoked(hub):
-                self._quarantine(out, msg, hub, REVOKED, f"hub {hub} is revoked; its records are refused")
-            else:
-                self._quarantine(out, msg, hub, UNKNOWN_HUB, f"hub {hub} has no registered certificate "
-                                 "(not provisioned)")
-            return None
+                return None, REVOKED, f"hub {hub} is revoked; its records are refused"
+            return None, UNKNOWN_HUB, f"hub {hub} has no registered certificate (not provisioned)"
         try:
-            cn, _ = R.certificate_identity(cert)
+            verifier = R.RecordVerifier(cert)
         except ValueError as e:
-            self._quarantine(out, msg, hub, CERT_MISMATCH, f"registered certificate of {hub} is unusable: {e}")
-            return None
-        if cn != hub:
-            self._quarantine(out, msg, hub, CERT_MISMATCH, f"registered certificate of {hub} has CN {cn!r}")
-            return None
-        try:
-            return R.verify_record(msg.payload, cert)
-        except R.RecordRejected as e:
+            return None, CERT_MISMATCH, f"registered certificate of {hub} is unusable: {e}"
+        if verifier.hub_id != hub:
+            return None, CERT_MISMATCH, f"registered certificate of {hub} has CN {verifier.hub_id!r}"
+        return verifier, R.certificate_serial(cert), ""
+
+    def _former_life(self, data: bytes, hub: str) -> tuple[str, int] | None:
+        """(certificate serial, seq) if one of the hub's former certificates verifies the record."""
+        for cert in self.registry.former_certificates(hub):
+            try:
+                rec = R.verify_record(data, cert)
+            except R.RecordRejected:
+                continue
+            return R.certificate_serial(cert), rec.seq
+        return None
+
+    def _rejected(self, out: Outcome, msg: Message, hub: str, serial: str, e: R.RecordRejected) -> None:
+        # Only a bad signature can be a former life's record: everything else is
+        # checked before the signature, the same way under any certificate.
+        old = self._former_life(msg.payload, hub) if e.reason == R.BAD_SIGNATURE else None
+        if old is None:
             self._quarantine(out, msg, hub, e.reason, e.detail)
-            return None
+            return
+        self._quarantine(out, msg, hub, OLD_CERTIFICATE,
+                         f"seq {old[1]} is signed with certificate {old[0]}, which {hub} had before it was "
+                         f"reprovisioned (now {serial}); a former life's record is neither stored nor acked",
+                         old[1])
 
     def handle(self, messages: list[Message]) -> Outcome:
+        return self.commit(self.prepare(messages))
+
+    def prepare(self, messages: list[Message]) -> Prepared:
+        """Sort the messages, store statuses, look certificates up, start verifying."""
         out = Outcome()
-        readings: list[Reading] = []
+        # One certificate per hub per batch: every ack of the batch is for one life.
+        certs: dict[str, tuple[R.RecordVerifier | None, str, str]] = {}
+        records: list[tuple[Message, str]] = []
         for msg in messages:
             parsed = parse_topic(msg.topic)
             if parsed is None:
@@ -194,22 +257,40 @@ class Ingestor:
             hub, leaf = parsed
             if leaf == STATUS_TOPIC:
                 self._status(out, hub, msg)
-                continue
-            if leaf not in RECORD_TOPICS:
+            elif leaf not in RECORD_TOPICS:
                 out.ignored += 1
+            else:
+                if hub not in certs:
+                    certs[hub] = self._hub_certificate(hub)
+                records.append((msg, hub))
+        jobs = [(certs[hub][0], msg.payload) for msg, hub in records if certs[hub][0] is not None]
+        return Prepared(out, records, certs, self.submit(jobs))
+
+    def commit(self, batch: Prepared) -> Outcome:
+        """Wait for the verdicts, quarantine, store in one transaction; the acks to send."""
+        out = batch.out
+        verdicts = iter(batch.verdicts())
+        readings: list[Reading] = []
+        for msg, hub in batch.records:
+            verifier, serial, detail = batch.certs[hub]
+            if verifier is None:
+                self._quarantine(out, msg, hub, serial, detail)
                 continue
-            rec = self._verify(out, msg, hub)
-            if rec is None:
+            verdict = next(verdicts)
+            if isinstance(verdict, R.RecordRejected):
+                self._rejected(out, msg, hub, serial, verdict)
                 continue
-            readings.append(Reading(rec.hub_id, rec.seq, rec.kind, rec.fields["hub_time"], msg.topic,
-                                    rec.data, rec.payload, rec.fields, msg.received_at))
+            rec = verdict.record
+            readings.append(Reading(rec.hub_id, serial, rec.seq, rec.kind, rec.fields["hub_time"], msg.topic,
+                                    rec.data, rec.payload, rec.fields, msg.received_at,
+                                    fields_text=verdict.fields_json))
         results = self.store.add_batch(readings, out.quarantined)
         replays = []
         for r, res in zip(readings, results, strict=True):
             if res == CONFLICT:
                 q = Quarantined(r.hub_id, r.seq, r.topic, REPLAY,
-                                f"seq {r.seq} of {r.hub_id} is already stored with other content",
-                                r.record, r.received_at)
+                                f"seq {r.seq} of {r.hub_id} (certificate {r.cert_serial}) is already stored "
+                                "with other content", r.record, r.received_at)
                 replays.append(q)
                 log.warning("quarantined a record on %s: %s: %s", r.topic, q.reason, q.detail)
                 continue

@@ -6,6 +6,11 @@ takes them in batches (up to `batch` at a time), verifies and stores a batch in 
 transaction, and only then publishes the acks for it. A crash between PUBACK and
 commit loses nothing: the hub resends what was never acknowledged.
 
+With verify_workers > 0 the records are verified in that many worker processes
+(verify.VerifyPool, started by start() and stopped by stop()), and the worker
+thread keeps two batches in flight: while the processes verify one, it stores the
+one before. Batches are still stored, and acked, in the order they arrived.
+
 The session is persistent (clean session 0, fixed client id), so records published
 while the service is down wait in the broker; paho reconnects on its own after the
 broker comes back.
@@ -20,9 +25,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .ingest import RECORD_TOPICS, STATUS_TOPIC, TOPIC_ROOT, HubRegistry, Ingestor, Message
+from ..errors import UsageError
+from .ingest import (
+    RECORD_TOPICS,
+    STATUS_TOPIC,
+    TOPIC_ROOT,
+    HubRegistry,
+    Ingestor,
+    Message,
+    Prepared,
+)
 from .mqtt import make_client
 from .store import Store
+from .verify import VerifyPool, submit_here
 
 log = logging.getLogger("hubctl.fleet")
 
@@ -43,9 +58,15 @@ class Stats:
 
 class FleetService:
     def __init__(self, store: Store, registry: HubRegistry, host: str, port: int, *, certfile: Path,
-                 keyfile: Path, cafile: Path, client_id: str = CLIENT_ID, batch: int = 512):
+                 keyfile: Path, cafile: Path, client_id: str = CLIENT_ID, batch: int = 512,
+                 verify_workers: int = 0):
+        if verify_workers < 0:
+            raise UsageError(f"--verify-workers is {verify_workers}; give 0 (verify in the service's own "
+                             "process) or a number of worker processes.")
         self.store = store
         self.ingestor = Ingestor(store, registry)
+        self.verify_workers = verify_workers
+        self.pool: VerifyPool | None = None
         self.host, self.port = host, port
         self.batch = batch
         self.stats = Stats()
@@ -83,34 +104,61 @@ class FleetService:
         self._q.put(Message(msg.topic, bytes(msg.payload), time.time()))
 
     # -- worker -----------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _take(self, block: bool) -> list[Message] | None:
+        try:
+            batch = [self._q.get(timeout=0.2) if block else self._q.get_nowait()]
+        except queue.Empty:
+            return None
+        while len(batch) < self.batch:
             try:
-                first = self._q.get(timeout=0.2)
+                batch.append(self._q.get_nowait())
             except queue.Empty:
+                break
+        return batch
+
+    def _run(self) -> None:
+        # Two batches in flight: the next one is verified (in the pool's processes)
+        # while this thread stores the one before and publishes its acks.
+        pending: Prepared | None = None
+        while not self._stop.is_set():
+            batch = self._take(block=pending is None)
+            if batch is None and pending is None:
                 with self._idle:
                     self._idle.notify_all()
                 continue
-            batch = [first]
-            while len(batch) < self.batch:
+            prepared = None
+            if batch is not None:
                 try:
-                    batch.append(self._q.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                out = self.ingestor.handle(batch)
-            except Exception:  # a store failure: nothing acked, the hubs resend
-                log.exception("could not store a batch of %d messages; they will be resent", len(batch))
-                continue
-            self.stats.batches += 1
-            self.stats.stored += out.stored
-            self.stats.duplicates += out.duplicates
-            self.stats.quarantined += len(out.quarantined)
-            for topic, payload in out.ack_payloads():
-                self.client.publish(topic, payload, qos=1)
-                self.stats.acks_sent += 1
+                    prepared = self.ingestor.prepare(batch)
+                except Exception:  # the inventory or the pool failed: nothing acked, the hubs resend
+                    log.exception("could not verify a batch of %d messages; they will be resent", len(batch))
+            if pending is not None:
+                self._commit(pending)
+            pending = prepared
+            if pending is not None and self.pool is None:  # verified in prepare(): nothing to overlap
+                self._commit(pending)
+                pending = None
+        if pending is not None:
+            self._commit(pending)
+
+    def _commit(self, prepared: Prepared) -> None:
+        try:
+            out = self.ingestor.commit(prepared)
+        except Exception:  # a store or pool failure: nothing acked, the hubs resend
+            log.exception("could not store a batch of %d records; they will be resent", len(prepared.records))
+            return
+        self.stats.batches += 1
+        self.stats.stored += out.stored
+        self.stats.duplicates += out.duplicates
+        self.stats.quarantined += len(out.quarantined)
+        for topic, payload in out.ack_payloads():
+            self.client.publish(topic, payload, qos=1)
+            self.stats.acks_sent += 1
 
     def start(self) -> FleetService:
+        if self.verify_workers and self.pool is None:
+            self.pool = VerifyPool(self.verify_workers)
+            self.ingestor.submit = self.pool.submit
         self._stop.clear()
         self._worker = threading.Thread(target=self._run, name="fleet-ingest", daemon=True)
         self._worker.start()
@@ -139,6 +187,10 @@ class FleetService:
             self.client.disconnect()
         finally:
             self.client.loop_stop()
+            if self.pool:
+                self.ingestor.submit = submit_here
+                self.pool.close()
+                self.pool = None
 
     def __enter__(self) -> FleetService:
         return self.start()

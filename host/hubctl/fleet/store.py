@@ -6,21 +6,31 @@ implements the same methods: the SQL is plain (INSERT ... ON CONFLICT DO NOTHING
 one transaction per batch) and records are kept as the exact bytes received, so a
 record can be verified again years later.
 
-Idempotence: a record is stored once per (hub id, seq). `add_batch` reports per
-record whether it was new, already held with the same payload (a resend: ack it
-again) or held with a *different* payload (a replay or reused sequence number:
-the caller quarantines it).
+Idempotence: a record is stored once per (hub id, certificate serial, seq). The
+certificate is part of the identity because a hub that is wiped and provisioned
+again (a new key and certificate under the same factory serial) starts its
+journal at seq 1 again: each certificate is one *life* of the hub with its own
+sequence numbers. `add_batch` reports per record whether it was new, already
+held with the same payload (a resend: ack it again) or held with a *different*
+payload (a replay or reused sequence number: the caller quarantines it).
+
+Databases written before the certificate was part of the key (fleet_readings
+without cert_serial) are migrated when opened: each stored record is matched to
+the certificate of the inventory (same file) that verifies it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger("hubctl.fleet")
 
 NEW = "new"
 DUPLICATE = "duplicate"
@@ -29,9 +39,11 @@ CONFLICT = "conflict"
 
 @dataclass
 class Reading:
-    """One verified record as stored."""
+    """One verified record as stored; cert_serial (lower-case hex, as the inventory
+    writes it) is the certificate it was verified with: the hub's life."""
 
     hub_id: str
+    cert_serial: str
     seq: int
     kind: str
     hub_time: int
@@ -41,6 +53,7 @@ class Reading:
     fields: dict
     received_at: float
     status: str = "verified"
+    fields_text: str | None = field(default=None, repr=False, compare=False)  # fields_json(fields), if made
 
 
 @dataclass
@@ -62,14 +75,14 @@ class Store(ABC):
     def add_batch(self, readings: list[Reading], quarantine: list[Quarantined]) -> list[str]:
         """Store verified readings and quarantined records in one durable transaction.
 
-        Returns, per reading, NEW, DUPLICATE (same hub, seq and payload already held)
-        or CONFLICT (same hub and seq, other payload: not stored; the caller
-        quarantines it in a later batch)."""
+        Returns, per reading, NEW, DUPLICATE (same hub, certificate, seq and
+        payload already held) or CONFLICT (same hub, certificate and seq, other
+        payload: not stored; the caller quarantines it in a later batch)."""
 
     @abstractmethod
     def readings(self, hub_id: str | None = None, *, kinds: tuple[str, ...] | None = None,
                  limit: int | None = None) -> list[Reading]:
-        """Stored readings, by hub then seq."""
+        """Stored readings, by hub, then life (the certificate first seen first), then seq."""
 
     @abstractmethod
     def quarantined(self, hub_id: str | None = None) -> list[Quarantined]: ...
@@ -87,9 +100,10 @@ class Store(ABC):
         pass
 
 
-SCHEMA = """
+READINGS_TABLE = """
 CREATE TABLE IF NOT EXISTS fleet_readings (
     hub_id TEXT NOT NULL,
+    cert_serial TEXT NOT NULL,
     seq INTEGER NOT NULL,
     kind TEXT NOT NULL,
     hub_time INTEGER NOT NULL,
@@ -99,8 +113,9 @@ CREATE TABLE IF NOT EXISTS fleet_readings (
     fields TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'verified',
     received_at REAL NOT NULL,
-    PRIMARY KEY (hub_id, seq)
-);
+    PRIMARY KEY (hub_id, cert_serial, seq)
+)"""
+SCHEMA = READINGS_TABLE + """;
 CREATE TABLE IF NOT EXISTS fleet_quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     hub_id TEXT,
@@ -147,6 +162,28 @@ def fields_from_json(text: str) -> dict:
     return json.loads(text, object_hook=hook)
 
 
+UNKNOWN_LIFE = "unknown"  # not hex: never a certificate serial
+
+
+def _old_schema(con: sqlite3.Connection) -> bool:
+    """fleet_readings exists without cert_serial (keyed by hub and seq alone)."""
+    cols = [row[1] for row in con.execute("PRAGMA table_info(fleet_readings)")]
+    return bool(cols) and "cert_serial" not in cols
+
+
+def _life_of(record: bytes, certs: list) -> str:
+    """Serial of the first certificate that verifies the record, else UNKNOWN_LIFE."""
+    from .. import records as R
+
+    for cert in certs:
+        try:
+            R.verify_record(record, cert)
+        except R.RecordRejected:
+            continue
+        return R.certificate_serial(cert)
+    return UNKNOWN_LIFE
+
+
 class SQLiteStore(Store):
     """SQLite in WAL mode; a batch is one transaction committed with synchronous=FULL,
     so an acknowledged record survives a power cut of the fleet host."""
@@ -159,7 +196,53 @@ class SQLiteStore(Store):
         self._con.execute("PRAGMA journal_mode=WAL")
         self._con.execute("PRAGMA synchronous=FULL")
         self._con.execute("PRAGMA busy_timeout=30000")
+        if _old_schema(self._con):
+            self._migrate_to_lives()
         self._con.executescript(SCHEMA)
+
+    def _migrate_to_lives(self) -> None:
+        """fleet_readings keyed by (hub_id, seq) becomes keyed by (hub_id, cert_serial, seq).
+
+        Each stored record gets the serial of the hub's certificate (from the
+        inventory in the same file) that verifies it, not simply the hub's current
+        one: a store of the old schema can hold two lives of one hub (after a
+        reprovisioning, the new life's seqs above the old life's highest were
+        stored, the others quarantined as replays). A record no certificate of the
+        inventory verifies gets UNKNOWN_LIFE; it can never conflict with a record
+        of a current certificate."""
+        from .. import records as R
+        from ..inventory import Inventory
+
+        c = self._con
+        hubs = [h for (h,) in c.execute("SELECT DISTINCT hub_id FROM fleet_readings")]
+        inv = Inventory(self.path)  # before our write transaction: it takes its own
+        certs = {h: [R.load_certificate(x["der"]) for x in reversed(inv.certificates_of(h))] for h in hubs}
+        with self._lock:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                if not _old_schema(c):
+                    c.execute("COMMIT")  # another process migrated it meanwhile
+                    return
+                rows = c.execute("SELECT rowid, hub_id, record FROM fleet_readings").fetchall()
+                lives = [(rowid, _life_of(bytes(rec), certs.get(hub, []))) for rowid, hub, rec in rows]
+                c.execute("ALTER TABLE fleet_readings RENAME TO fleet_readings_v1")
+                c.execute(READINGS_TABLE)
+                c.execute("CREATE TEMP TABLE fleet_lives (rid INTEGER PRIMARY KEY, cert_serial TEXT NOT NULL)")
+                c.executemany("INSERT INTO temp.fleet_lives VALUES (?, ?)", lives)
+                c.execute("INSERT INTO fleet_readings (hub_id, cert_serial, seq, kind, hub_time, topic, record,"
+                          " payload, fields, status, received_at) SELECT r.hub_id, l.cert_serial, r.seq, r.kind,"
+                          " r.hub_time, r.topic, r.record, r.payload, r.fields, r.status, r.received_at"
+                          " FROM fleet_readings_v1 r JOIN temp.fleet_lives l ON l.rid = r.rowid")
+                c.execute("DROP TABLE fleet_readings_v1")
+                c.execute("DROP TABLE temp.fleet_lives")
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        unknown = sum(1 for _, life in lives if life == UNKNOWN_LIFE)
+        log.warning("migrated %s: %d stored readings now keyed by (hub, certificate, seq)%s", self.path,
+                    len(lives), f"; {unknown} verify with no certificate of the inventory (life "
+                                f"{UNKNOWN_LIFE!r})" if unknown else "")
 
     def add_batch(self, readings, quarantine):
         out = []
@@ -169,15 +252,16 @@ class SQLiteStore(Store):
             try:
                 for r in readings:
                     cur = c.execute(
-                        "INSERT INTO fleet_readings (hub_id, seq, kind, hub_time, topic, record, payload, fields,"
-                        " status, received_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (hub_id, seq) DO NOTHING",
-                        (r.hub_id, r.seq, r.kind, r.hub_time, r.topic, r.record, r.payload,
-                         fields_json(r.fields), r.status, r.received_at))
+                        "INSERT INTO fleet_readings (hub_id, cert_serial, seq, kind, hub_time, topic, record,"
+                        " payload, fields, status, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                        " ON CONFLICT (hub_id, cert_serial, seq) DO NOTHING",
+                        (r.hub_id, r.cert_serial, r.seq, r.kind, r.hub_time, r.topic, r.record, r.payload,
+                         r.fields_text or fields_json(r.fields), r.status, r.received_at))
                     if cur.rowcount == 1:
                         out.append(NEW)
                         continue
-                    held = c.execute("SELECT payload FROM fleet_readings WHERE hub_id=? AND seq=?",
-                                     (r.hub_id, r.seq)).fetchone()
+                    held = c.execute("SELECT payload FROM fleet_readings WHERE hub_id=? AND cert_serial=? AND seq=?",
+                                     (r.hub_id, r.cert_serial, r.seq)).fetchone()
                     out.append(DUPLICATE if bytes(held[0]) == r.payload else CONFLICT)
                 c.executemany(
                     "INSERT INTO fleet_quarantine (hub_id, seq, topic, reason, detail, record, received_at)"
@@ -190,7 +274,9 @@ class SQLiteStore(Store):
         return out
 
     def readings(self, hub_id=None, *, kinds=None, limit=None):
-        q = "SELECT hub_id, seq, kind, hub_time, topic, record, payload, fields, received_at, status FROM fleet_readings"
+        # A life's first reception orders the lives: serials are random.
+        q = ("SELECT hub_id, cert_serial, seq, kind, hub_time, topic, record, payload, fields, received_at,"
+             " status, MIN(received_at) OVER (PARTITION BY hub_id, cert_serial) AS life_start FROM fleet_readings")
         where, args = [], []
         if hub_id:
             where.append("hub_id=?")
@@ -200,13 +286,13 @@ class SQLiteStore(Store):
             args.extend(kinds)
         if where:
             q += " WHERE " + " AND ".join(where)
-        q += " ORDER BY hub_id, seq"
+        q += " ORDER BY hub_id, life_start, cert_serial, seq"
         if limit:
             q += f" LIMIT {int(limit)}"
         with self._lock:
             rows = self._con.execute(q, args).fetchall()
-        return [Reading(h, s, k, t, tp, bytes(rec), bytes(p), fields_from_json(f), ra, st)
-                for h, s, k, t, tp, rec, p, f, ra, st in rows]
+        return [Reading(h, c, s, k, t, tp, bytes(rec), bytes(p), fields_from_json(f), ra, st)
+                for h, c, s, k, t, tp, rec, p, f, ra, st, _ in rows]
 
     def quarantined(self, hub_id=None):
         q = "SELECT id, hub_id, seq, topic, reason, detail, record, received_at FROM fleet_quarantine"
