@@ -66,6 +66,12 @@ async def _main(cfg, arena):
     if forwards:
         records.open()  # the journal and signer now, while the heap is in one piece
     asyncio.create_task(records.run())
+    if forwards and records.recorder is not None and uplink.current.client is not None:
+        # The identity (key, certificate, factory record) is read once a boot:
+        # the signer and the TLS context now hold what the hub needs of it.
+        import hemhub
+
+        hemhub.unload("hemhub", "identity", "factory")
     link = None
     if cfg.get("wifi") or cfg.get("apn"):
         from hemhub.link import manager  # WiFi preferred, 4G fallback (docs/link.md)

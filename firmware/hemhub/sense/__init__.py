@@ -23,18 +23,10 @@ current = None
 def link_unload():
     """Drop the GATT side (link.py and the GATT codecs) after a link, also when
     its import failed half-way (MemoryError)."""
-    import sys
+    from hemhub import unload
 
-    import hemhub.codec as c
-    import hemhub.sense as s
-
-    for m in ("gatt", "gatt_health", "gatt_fields", "ieee11073"):
-        sys.modules.pop("hemhub.codec." + m, None)
-        if hasattr(c, m):
-            delattr(c, m)
-    sys.modules.pop("hemhub.sense.link", None)
-    if hasattr(s, "link"):
-        delattr(s, "link")
+    unload("hemhub.codec", "gatt", "gatt_health", "gatt_fields", "ieee11073")
+    unload("hemhub.sense", "link")
 
 
 def _compact(r):

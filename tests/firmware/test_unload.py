@@ -1,0 +1,47 @@
+# hemhub.unload: code a boot or a GATT link needs once gives its heap back
+# (the identity after start-up, the GATT side after each link), under
+# MicroPython with the hub's 96 KiB heap.
+import gc
+import sys
+
+import hemhub
+
+
+def _free():
+    gc.collect()
+    return gc.mem_free()
+
+
+_GATT_SIDE = ("gatt", "gatt_health", "gatt_fields", "ieee11073")
+
+
+def _link_cycle():
+    # What a GATT link loads (hemhub.sense.central) and drops after it; returns
+    # (import cost, bytes given back by unload).
+    before = _free()
+    from hemhub.codec import gatt, gatt_health  # noqa: F401
+
+    loaded = _free()
+    del gatt, gatt_health
+    hemhub.unload("hemhub.codec", *_GATT_SIDE)
+    return before - loaded, _free() - loaded
+
+
+def test_an_unloaded_module_gives_its_heap_back_and_loads_again():
+    _link_cycle()  # the first one also interns the modules' names, for good
+    import hemhub.codec as codec
+
+    assert "hemhub.codec.gatt" not in sys.modules and not hasattr(codec, "gatt")
+    cost, returned = _link_cycle()
+    assert cost > 1000, "importing the GATT codecs cost only %d bytes" % cost
+    assert returned >= cost * 9 // 10, "unload gave back %d of %d bytes" % (returned, cost)
+    for _ in range(3):  # link after link, nothing accumulates
+        assert _link_cycle()[1] >= cost * 9 // 10
+    from hemhub.codec import gatt as again
+
+    assert again.__name__ == "hemhub.codec.gatt"
+
+
+def test_unloading_what_was_never_loaded_is_harmless():
+    hemhub.unload("hemhub", "no_such_module")
+    hemhub.unload("hemhub.no_such_package", "x")
