@@ -9,8 +9,11 @@ source as COSE_Sign1 / ES256. Code works with a dict of named fields:
      "observations": [{"mdc": 188736, "value": 72.35, "unit": "kg"}]}
 
     encode_payload(fields) -> bytes         validated, deterministic CBOR
-    decode_payload(data) -> fields          strict; CodecError on anything off-schema
     sign_record(fields, signer) -> bytes    COSE_Sign1 (signer: p256.Signer)
+
+and, in hemhub.record_verify (not resident on a running hub):
+
+    decode_payload(data) -> fields          strict; CodecError on anything off-schema
     open_record(data, public_key=None) -> (fields, Sign1)
 
 The hub id travels in the payload only (key 1), where the signature covers it;
@@ -34,18 +37,16 @@ except ImportError:  # CPython
 
 
 from hemhub.codec import CodecError
-from hemhub.codec.cbor import Tag, decode, encode
-from hemhub.codec.cose import parse_sign1, sign1, verify_sign1
+from hemhub.codec.cbor import Tag, encode
+from hemhub.codec.cose import sign1
 from hemhub.codec.names import word, word_index
-from hemhub.crypto.p256 import N as _N
 
 VERSION = const(1)
 MAX_PAYLOAD = const(1024)
 MAX_OBSERVATIONS = const(16)
 _MAX_TEXT = const(64)
 _TAG_DECIMAL = const(4)
-_DEPTH = const(8)
-_KINDS = "observations event health gap"  # kind number -> name; also the kind's own field
+KINDS = "observations event health gap"  # kind number -> name; also the kind's own field
 _DOUBLE = (1.0 + 1e-10) != 1.0  # binary64 floats in this build
 _FLOAT_FORMAT = "%.15g" if _DOUBLE else "%.6g"
 
@@ -54,7 +55,7 @@ _FLOAT_FORMAT = "%.15g" if _DOUBLE else "%.6g"
 # bstr or text), V value (int, decimal fraction, null), S scalar (int, text,
 # bool), M map text -> scalar, K record kind; an upper-case letter that is a
 # schema's own name is a nested map of that schema, "L" a list of observations.
-_SCHEMAS = {
+SCHEMAS = {
     "R": (
         "v hub seq kind hub_time unsynced device_time peripheral user observations event health gap",
         "UTUKUYIPULEHG",
@@ -113,7 +114,7 @@ def _decimal(value):
 def _to_wire(letter, fields, where):
     if not isinstance(fields, dict):
         raise CodecError("record %s must be a dict, got %r" % (where, fields))
-    names, types, _ = _SCHEMAS[letter]
+    names, types, _ = SCHEMAS[letter]
     out = {}
     for name in fields:
         v = fields[name]
@@ -126,15 +127,15 @@ def _to_wire(letter, fields, where):
         if t == "V" and v is not None and type(v) is not int:
             v = _decimal(v)
         elif t == "K":
-            code = word_index(_KINDS, v) if type(v) is str else -1
+            code = word_index(KINDS, v) if type(v) is str else -1
             if code < 0:
-                raise CodecError("record kind must be one of %s, got %r" % (_KINDS, v))
+                raise CodecError("record kind must be one of %s, got %r" % (KINDS, v))
             v = code
         elif t == "L":
             if not isinstance(v, (list, tuple)):
                 raise CodecError("record observations must be a list")
             v = [_to_wire("O", o, "observation") for o in v]
-        elif t in _SCHEMAS:
+        elif t in SCHEMAS:
             v = _to_wire(t, v, name)
         elif t == "A" and type(v) is bytearray:
             v = bytes(v)
@@ -146,7 +147,7 @@ def encode_payload(fields):
     """Deterministic CBOR payload for a dict of named fields; CodecError if off-schema."""
     wire = _to_wire("R", fields, "payload")
     wire.setdefault(_K_VERSION, VERSION)
-    _check_record(wire)
+    check_record(wire)
     data = encode(wire)
     if len(data) > MAX_PAYLOAD:
         raise CodecError("record payload of %d bytes exceeds %d" % (len(data), MAX_PAYLOAD))
@@ -207,7 +208,7 @@ def _check_value(t, v, where):
 def _check_map(letter, m, where):
     if type(m) is not dict:
         raise CodecError("record %s must be a map" % where)
-    names, types, required = _SCHEMAS[letter]
+    names, types, required = SCHEMAS[letter]
     for k in m:
         if type(k) is not int or k < 0 or k >= len(types):
             raise CodecError("record %s has unknown key %r" % (where, k))
@@ -219,13 +220,13 @@ def _check_map(letter, m, where):
             raise CodecError("record %s lacks required field %s" % (where, name))
 
 
-def _check_record(m):
+def check_record(m):
     # the version first: a later version may have keys this one does not know
     if type(m) is dict and m.get(_K_VERSION, VERSION) != VERSION:
         raise CodecError("record format version %r is not supported (this is version %d)" % (m[_K_VERSION], VERSION))
     _check_map("R", m, "payload")
     kind = m[_K_KIND]
-    name = word(_KINDS, kind)
+    name = word(KINDS, kind)
     if name is None:
         raise CodecError("record kind %d is unknown" % kind)
     for k in range(_K_OBSERVATIONS, _K_OBSERVATIONS + 4):
@@ -242,48 +243,6 @@ def _check_record(m):
                 "record gap range %d..%d must end before the marker's own seq %d"
                 % (gap[_G_FIRST], gap[_G_LAST], m[_K_SEQ])
             )
-
-
-# ---- wire -> fields ----
-
-
-def _from_wire(letter, m):
-    names, types, _ = _SCHEMAS[letter]
-    out = {}
-    for k in m:
-        t = types[k]
-        v = m[k]
-        if t == "V" and type(v) is Tag:
-            v = v.value[1] / 10 ** (-v.value[0])
-        elif t == "K":
-            v = word(_KINDS, v)
-        elif t == "L":
-            v = [_from_wire("O", o) for o in v]
-        elif t in _SCHEMAS:
-            v = _from_wire(t, v)
-        out[word(names, k)] = v
-    return out
-
-
-def decode_payload(data):
-    """Named fields of a record payload; CodecError unless it is valid, deterministic CBOR."""
-    m = decode(data, _DEPTH, MAX_PAYLOAD)
-    _check_record(m)
-    return _from_wire("R", m)
-
-
-def open_record(data, public_key=None):
-    """(fields, Sign1) of COSE_Sign1 record bytes; verifies the signature if public_key is given."""
-    msg = parse_sign1(data, MAX_PAYLOAD + 128)
-    if msg.unprotected:
-        raise CodecError("record unprotected header must be empty")
-    fields = decode_payload(msg.payload)
-    if public_key is not None:
-        if int.from_bytes(msg.signature[32:], "big") > _N >> 1:
-            raise CodecError("record signature is not in low-s form (protocol/record.md section 2)")
-        if not verify_sign1(msg, public_key):
-            raise CodecError("record signature does not verify with the hub's key")
-    return fields, msg
 
 
 def device_time(date_time):

@@ -6,7 +6,7 @@ import hashlib
 import os
 
 from hemhub.codec import CodecError
-from hemhub.crypto import p256
+from hemhub.crypto import p256, p256_verify
 
 # RFC 6979 A.2.5: P-256 key pair and the "sample" / SHA-256 signature
 _D = 0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721
@@ -27,8 +27,8 @@ def _affine(pt):
 
 def test_curve_constants():
     # G is on the curve and n*G is the point at infinity (FIPS 186-4 D.1.2.3)
-    assert (p256.GY * p256.GY - (p256.GX**3 - 3 * p256.GX + p256.B)) % p256.P == 0
-    assert p256._mul_point(p256.N, p256.GX, p256.GY)[2] == 0
+    assert (p256.GY * p256.GY - (p256.GX**3 - 3 * p256.GX + p256_verify.B)) % p256.P == 0
+    assert p256_verify.mul_point(p256.N, p256.GX, p256.GY)[2] == 0
     assert _affine(p256._mul_base(p256.N - 1)) == (p256.GX, p256.P - p256.GY)
 
 
@@ -42,16 +42,16 @@ def test_rfc6979_signature_with_fixed_k():
     assert int.from_bytes(sig[:32], "big") == _R
     # RFC 6979 gives the high s; the hub always sends the low one (n - s)
     assert int.from_bytes(sig[32:], "big") == p256.N - _S
-    assert p256.verify_digest(_pub(), digest, sig)
+    assert p256_verify.verify_digest(_pub(), digest, sig)
     high = _R.to_bytes(32, "big") + _S.to_bytes(32, "big")
-    assert p256.verify_digest(_pub(), digest, high)  # verification takes either s
+    assert p256_verify.verify_digest(_pub(), digest, high)  # verification takes either s
 
 
 def test_comb_matches_window():
     ks = [1, 2, 3, 15, 16, 2**64, 2**64 - 1, 2**128 + 1, 2**192, p256.N - 1, p256.N - 2]
     ks += [int.from_bytes(os.urandom(32), "big") % p256.N for _ in range(4)]
     for k in ks:
-        assert _affine(p256._mul_base(k)) == _affine(p256._mul_point(k, p256.GX, p256.GY)), k
+        assert _affine(p256._mul_base(k)) == _affine(p256_verify.mul_point(k, p256.GX, p256.GY)), k
 
 
 def test_nonce_is_single_use():
@@ -77,9 +77,9 @@ def test_signer_pool():
     assert s.ready() == 0
     assert len(set(sigs)) == 3  # fresh k every time
     for sig in sigs:
-        assert p256.verify_digest(s.public_key, digest, sig)
+        assert p256_verify.verify_digest(s.public_key, digest, sig)
         assert int.from_bytes(sig[32:], "big") <= p256.N >> 1
-    assert p256.verify_digest(s.public_key, hashlib.sha256(b"m").digest(), s.sign(b"m"))
+    assert p256_verify.verify_digest(s.public_key, hashlib.sha256(b"m").digest(), s.sign(b"m"))
     s.close()
     assert s.ready() == 0
 
@@ -88,29 +88,29 @@ def test_verify_rejects():
     s = p256.Signer(p256.generate_private_key())
     digest = hashlib.sha256(b"door_open").digest()
     sig = s.sign_digest(digest)
-    assert p256.verify_digest(s.public_key, digest, sig)
-    assert not p256.verify_digest(_pub(), digest, sig)  # another key
-    assert not p256.verify_digest(s.public_key, hashlib.sha256(b"door_close").digest(), sig)
+    assert p256_verify.verify_digest(s.public_key, digest, sig)
+    assert not p256_verify.verify_digest(_pub(), digest, sig)  # another key
+    assert not p256_verify.verify_digest(s.public_key, hashlib.sha256(b"door_close").digest(), sig)
     bad = bytearray(sig)
     bad[10] ^= 0x40
-    assert not p256.verify_digest(s.public_key, digest, bytes(bad))
+    assert not p256_verify.verify_digest(s.public_key, digest, bytes(bad))
     n = p256.N.to_bytes(32, "big")
     zero = bytes(32)
     for r, s_ in ((zero, sig[32:]), (sig[:32], zero), (n, sig[32:]), (sig[:32], n)):
-        assert not p256.verify_digest(s.public_key, digest, r + s_)
-    assert not p256.verify_digest(s.public_key, digest, sig[:63])
+        assert not p256_verify.verify_digest(s.public_key, digest, r + s_)
+    assert not p256_verify.verify_digest(s.public_key, digest, sig[:63])
 
 
 def test_public_key_decoding():
     pub = _pub()
-    assert p256.decode_public_key(pub) == (_UX, _UY)
+    assert p256_verify.decode_public_key(pub) == (_UX, _UY)
     compressed = bytes([2 + (_UY & 1)]) + pub[1:33]
-    assert p256.decode_public_key(compressed) == (_UX, _UY)
+    assert p256_verify.decode_public_key(compressed) == (_UX, _UY)
     other = bytes([3 - (_UY & 1)]) + pub[1:33]
-    assert p256.decode_public_key(other) == (_UX, p256.P - _UY)
+    assert p256_verify.decode_public_key(other) == (_UX, p256.P - _UY)
     for bad in (pub[:64], b"\x05" + pub[1:], pub[:64] + bytes([pub[64] ^ 1]), b"\x04" + b"\xff" * 64):
         try:
-            p256.decode_public_key(bad)
+            p256_verify.decode_public_key(bad)
         except CodecError:
             pass
         else:
@@ -153,5 +153,5 @@ def test_heap_keygen_precompute_sign():
     retained = gc.mem_alloc() - before
     # the comb table, the key and one pooled nonce stay; bound them
     assert retained < 8 * 1024, retained
-    assert p256.verify_digest(s.public_key, digest, sig)
+    assert p256_verify.verify_digest(s.public_key, digest, sig)
     assert len(ballast) == 40

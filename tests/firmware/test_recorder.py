@@ -9,7 +9,7 @@ import utime
 sys.modules["time"] = utime
 
 from blockdev import Disk  # noqa: E402
-from hemhub import journal_format, record, recorder  # noqa: E402
+from hemhub import journal_format, record_verify, recorder  # noqa: E402
 from hemhub.crypto import p256  # noqa: E402
 
 # The journal's 1 KiB read buffer first, as the application makes it at start-up
@@ -44,7 +44,7 @@ def test_restart_after_everything_was_acknowledged_declares_the_unused_seqs():
         r = recorder.Recorder("HH1-TEST", signer, path=D)
         stored = list(r.journal.iter_from(1))
         assert len(stored) == 1, stored
-        fields, _ = record.open_record(r.journal.read(stored[0][0])[1])
+        fields, _ = record_verify.open_record(r.journal.read(stored[0][0])[1])
         assert fields["kind"] == "gap" and fields["seq"] == r.journal.stats()["next_seq"] - 1
         assert fields["gap"]["first"] == last + 1, fields["gap"]
         assert fields["gap"]["last"] == fields["seq"] - 1 and fields["gap"]["count"] == 0

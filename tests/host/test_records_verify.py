@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
-from hemhub import record
+from hemhub import record, record_verify
 from hemhub.codec import CodecError, cbor
 from hemhub.crypto import p256
 from hubctl import records as R
@@ -163,10 +163,10 @@ def test_cose_sign1_vector(v):
 
 @pytest.mark.parametrize("v", COSE["reject"], ids=lambda v: v["name"])
 def test_cose_reject_vector_firmware_parser(v):
-    from hemhub.codec import cose
+    from hemhub.codec import cose_verify
 
     with pytest.raises(CodecError, match=v["error"]):
-        cose.parse_sign1(bytes.fromhex(v["hex"]))
+        cose_verify.parse_sign1(bytes.fromhex(v["hex"]))
 
 
 # ---- record vectors ----
@@ -196,7 +196,7 @@ def test_record_vector_verifies(v):
     assert rec.hub_id == want["hub"] and rec.seq == want["seq"] and rec.kind == want["kind"]
     assert rec.payload.hex() == v["payload"] and len(rec.data) == v["size"]
     # the firmware's own reader agrees
-    fields, _ = record.open_record(rec.data, bytes.fromhex(RECORDS["keys"][v["key"]]["public_key"]))
+    fields, _ = record_verify.open_record(rec.data, bytes.fromhex(RECORDS["keys"][v["key"]]["public_key"]))
     assert fields["seq"] == rec.seq and fields["hub"] == rec.hub_id
 
 
@@ -343,7 +343,7 @@ def test_oversized_payload_is_rejected():
     with pytest.raises(R.RecordRejected, match="malformed: payload of 10"):
         R.verify_record(cose.sign1(big, a), cert)
     with pytest.raises(CodecError, match="exceeds"):
-        record.open_record(cose.sign1(big, a))
+        record_verify.open_record(cose.sign1(big, a))
 
 
 def test_certificate_must_be_a_p256_hub_certificate():

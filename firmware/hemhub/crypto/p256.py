@@ -22,7 +22,8 @@ valid one; verification accepts either (signers elsewhere need not normalise).
 Field arithmetic is Python integers reduced with %, which is C code in both
 interpreters. Points are Jacobian (X, Y, Z) with x = X/Z^2, y = Y/Z^3; Z = 0
 is the point at infinity. k*G uses a fixed-base comb (Lim-Lee) with a table of
-2^_TEETH - 1 affine points built on first use; other points use a 4-bit window.
+2^_TEETH - 1 affine points built on first use; other points (verification,
+hemhub.crypto.p256_verify) use a 4-bit window.
 None of this is constant-time: integer operations take value-dependent time.
 kG is computed at idle time, away from when a message arrives.
 """
@@ -42,7 +43,6 @@ from hemhub.codec import CodecError
 
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
 GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
 GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 
@@ -161,23 +161,6 @@ def _mul_base(k):
     return X, Y, Z
 
 
-def _mul_point(k, x, y):
-    # k*(x, y) by a 4-bit fixed window over a table of 1..15 multiples.
-    jac = [(x, y, 1), _double(x, y, 1)]
-    for _ in range(13):
-        jac.append(_add_affine(*jac[-1], x, y))
-    table = [None] + _to_affine_all(jac)
-    X, Y, Z = 1, 1, 0
-    for shift in range(252, -1, -4):
-        for _ in range(4):
-            X, Y, Z = _double(X, Y, Z)
-        c = (k >> shift) & 15
-        if c:
-            tx, ty = table[c]
-            X, Y, Z = _add_affine(X, Y, Z, tx, ty)
-    return X, Y, Z
-
-
 # ---- keys ----
 
 
@@ -212,29 +195,6 @@ def public_key(d):
     """The public key of d as a 65-byte uncompressed SEC 1 point 04 || X || Y."""
     x, y = _to_affine(*_mul_base(d))
     return b"\x04" + x.to_bytes(32, "big") + y.to_bytes(32, "big")
-
-
-def decode_public_key(data):
-    """SEC 1 2.3.4: uncompressed (65 bytes) or compressed (33) point -> (x, y), checked on the curve."""
-    n = len(data)
-    if n == 65 and data[0] == 4:
-        x = int.from_bytes(data[1:33], "big")
-        y = int.from_bytes(data[33:], "big")
-        if x >= P or y >= P or (y * y - (x * x * x - 3 * x + B)) % P:
-            raise CodecError("P-256 public key is not a point on the curve")
-        return x, y
-    if n == 33 and data[0] in (2, 3):
-        x = int.from_bytes(data[1:], "big")
-        if x >= P:
-            raise CodecError("P-256 public key x coordinate is out of range")
-        rhs = (x * x * x - 3 * x + B) % P
-        y = pow(rhs, (P + 1) >> 2, P)  # p = 3 mod 4
-        if y * y % P != rhs:
-            raise CodecError("P-256 public key is not a point on the curve")
-        if (y & 1) != (data[0] & 1):
-            y = P - y
-        return x, y
-    raise CodecError("P-256 public key must be 65 bytes (04 X Y) or 33 bytes (02/03 X), got %d" % n)
 
 
 # ---- signing ----
@@ -297,34 +257,6 @@ def sign_digest(d, digest, nonce):
     if s > N >> 1:
         s = N - s
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
-def verify_digest(public_key, digest, signature):
-    """True if signature (64 bytes r || s) is valid for digest under public_key (SEC 1 4.1.4).
-
-    Malformed signatures give False; a malformed public key raises CodecError.
-    """
-    x, y = decode_public_key(public_key)
-    if len(signature) != 64 or len(digest) != 32:
-        return False
-    r = int.from_bytes(signature[:32], "big")
-    s = int.from_bytes(signature[32:], "big")
-    if not (0 < r < N and 0 < s < N):
-        return False
-    w = _inv(s, N)
-    e = int.from_bytes(digest, "big")
-    u1 = e * w % N
-    u2 = r * w % N
-    qx, qy = _to_affine(*_mul_point(u2, x, y))  # u2 != 0 and Q has order n: never infinity
-    X, _, Z = _add_affine(*_mul_base(u1), qx, qy)
-    if not Z:
-        return False
-    # x(R) mod n == r  <=>  x(R) is r or r + n; x(R) = X / Z^2, so compare
-    # r * Z^2 with X and skip an inversion.
-    zz = Z * Z % P
-    if (r * zz - X) % P == 0:
-        return True
-    return r + N < P and ((r + N) * zz - X) % P == 0
 
 
 def sha256(data):
