@@ -25,11 +25,10 @@ from hemhub.journal_format import (  # noqa: F401  (errors and MAX_RECORD re-exp
     JournalFull,
     buffer,
     flash_bytes,
-    load_state,
     save_state,
     seg_index,
 )
-from hemhub.journal_stream import Stream, recover
+from hemhub.journal_stream import Stream
 
 # Record kinds: one byte stored with each record. Bit 7 set puts a kind in the
 # priority class (alarms): its own segment stream, listed first by pending(),
@@ -337,11 +336,18 @@ class Journal:
         m.advance_floor(self._next)
 
     def _recover(self):
+        import hemhub
+        from hemhub import journal_recover
+
         a, m = self._a, self._m
-        state = load_state(self._dir, a, m)
-        if state is not None:
-            self._ceiling, self._dropped, self._evictions = state
-        recover(self._dir, (a, m))
+        try:
+            state = journal_recover.load_state(self._dir, a, m)
+            if state is not None:
+                self._ceiling, self._dropped, self._evictions = state
+            journal_recover.recover(self._dir, (a, m))
+        finally:
+            del journal_recover
+            hemhub.unload("hemhub", "journal_recover")
         top = 0
         for st in (a, m):
             if len(st.segs) and st.segs[-1][1] > top:

@@ -1,6 +1,6 @@
 # The journal's on-flash format (docs/journal.md, "On flash"): record frames,
 # segment files and their names, the state file, and a cursor that walks a
-# segment stream. Used only by hemhub.journal.
+# segment stream. Used only by hemhub.journal (and journal_recover, while it opens).
 import os
 import struct
 from array import array
@@ -15,8 +15,8 @@ _MAGIC = const(0xA7)  # first byte of every frame: frame format 1
 _HDR = "<BBHI"  # magic, kind, payload length, seq
 _HDR_LEN = const(8)
 _BLOCK = const(4096)
-_STATE_HDR = "<4sIIIIIBB"  # magic, ceiling, dropped, evictions, floor a, floor m, na, nm
-_STATE_FIXED = const(26)
+STATE_HDR = "<4sIIIIIBB"  # magic, ceiling, dropped, evictions, floor a, floor m, na, nm
+STATE_FIXED = const(26)
 MAX_RANGES = const(4)  # acknowledged ranges kept per stream above its floor
 
 # Scratch buffers shared by every journal object (the hub has one): each use
@@ -261,11 +261,11 @@ def save_state(d, ceiling, dropped, evictions, a, m):
     # so littlefs keeps it inline in the directory: a save programs a few
     # metadata bytes and erases nothing.
     na, nm = len(a.ranges) // 2, len(m.ranges) // 2
-    end = _STATE_FIXED + 8 * (na + nm)
+    end = STATE_FIXED + 8 * (na + nm)
     buf = bytearray(end + 4)
-    struct.pack_into(_STATE_HDR, buf, 0, b"HJS1", ceiling, dropped, evictions,
+    struct.pack_into(STATE_HDR, buf, 0, b"HJS1", ceiling, dropped, evictions,
                      a.floor, m.floor, na, nm)
-    o = _STATE_FIXED
+    o = STATE_FIXED
     for v in a.ranges + m.ranges:
         struct.pack_into("<I", buf, o, v)
         o += 4
@@ -273,33 +273,3 @@ def save_state(d, ceiling, dropped, evictions, a, m):
     with open(d + "/state.tmp", "wb") as f:
         f.write(buf)
     os.rename(d + "/state.tmp", d + "/state")
-
-
-def load_state(d, a, m):
-    # Returns (ceiling, dropped, evictions) merged from state and state.tmp (a
-    # complete state.tmp is the newer one: a cut came before the rename), and
-    # sets the streams' floors and ranges; None if neither file is valid.
-    out = None
-    for name in ("/state", "/state.tmp"):
-        try:
-            with open(d + name, "rb") as f:
-                raw = f.read(128)
-        except OSError:
-            continue
-        if len(raw) < _STATE_FIXED + 4 or raw[:4] != b"HJS1":
-            continue
-        na, nm = raw[24], raw[25]
-        end = _STATE_FIXED + 8 * (na + nm)
-        if na > MAX_RANGES or nm > MAX_RANGES or len(raw) != end + 4:
-            continue
-        if crc32(memoryview(raw)[:end]) != struct.unpack_from("<I", raw, end)[0]:
-            continue
-        v = struct.unpack_from(_STATE_HDR, raw)
-        out = v[1:4] if out is None else (max(out[0], v[1]), max(out[1], v[2]), max(out[2], v[3]))
-        a.floor = max(a.floor, v[4])
-        m.floor = max(m.floor, v[5])
-        o = _STATE_FIXED
-        for st, n in ((a, na), (m, nm)):
-            st.ranges = [struct.unpack_from("<I", raw, o + 4 * i)[0] for i in range(2 * n)]
-            o += 8 * n
-    return out
