@@ -46,11 +46,11 @@ N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
 GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 
-_TEETH = const(4)  # comb width: table of 15 points (~2.5 KiB), 64 doublings + 64 additions;
+_TEETH = const(4)  # comb width: table of 15 points (960 bytes), 64 doublings + 64 additions;
 _COLUMNS = const(64)  # 256 / _TEETH. _mul_base is written out for exactly 4 teeth.
 _POOL = const(2)
 
-_comb = None  # the comb table, built on first use
+_comb = None  # the comb table, built on first use: x || y of T[c] at 64 * (c - 1)
 
 
 # ---- field and group arithmetic ----
@@ -139,7 +139,15 @@ def _comb_table():
             x, y = base[top]
             rest = c ^ (1 << top)
             jac.append(_add_affine(*jac[rest], x, y) if rest else (x, y, 1))
-        _comb = [None] + _to_affine_all(jac[1:])
+        # One 960-byte block rather than 15 tuples of two 256-bit ints (2.4 KiB of
+        # heap objects on a 64-bit build): the table lives as long as the signer.
+        table = bytearray(64 * ((1 << _TEETH) - 1))
+        o = 0
+        for x, y in _to_affine_all(jac[1:]):
+            table[o:o + 32] = x.to_bytes(32, "big")
+            table[o + 32:o + 64] = y.to_bytes(32, "big")
+            o += 64
+        _comb = memoryview(table)
     return _comb
 
 
@@ -156,8 +164,9 @@ def _mul_base(k):
         X, Y, Z = _double(X, Y, Z)
         c = ((k0 >> i) & 1) | (((k1 >> i) & 1) << 1) | (((k2 >> i) & 1) << 2) | (((k3 >> i) & 1) << 3)
         if c:
-            x, y = table[c]
-            X, Y, Z = _add_affine(X, Y, Z, x, y)
+            o = 64 * c - 64
+            X, Y, Z = _add_affine(X, Y, Z, int.from_bytes(table[o:o + 32], "big"),
+                                  int.from_bytes(table[o + 32:o + 64], "big"))
     return X, Y, Z
 
 
