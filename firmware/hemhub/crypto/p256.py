@@ -213,19 +213,20 @@ class Nonce:
     """A precomputed signing value (r, k^-1 mod n): RAM only, good for one signature."""
 
     def __init__(self, r, kinv):
-        self._r = r
-        self._kinv = kinv
+        # 64 bytes r || k^-1 rather than two 256-bit ints: a third of the heap
+        # objects on a 64-bit build, for nonces that wait in the signer's pool.
+        self._rk = r.to_bytes(32, "big") + kinv.to_bytes(32, "big")
 
     def take(self):
         """(r, k^-1); the nonce is spent afterwards and a second take raises ValueError."""
-        r, kinv = self._r, self._kinv
-        if r is None:
+        rk = self._rk
+        if rk is None:
             raise ValueError("this ECDSA nonce has already been used; precompute a new one")
-        self._r = self._kinv = None
-        return r, kinv
+        self._rk = None
+        return int.from_bytes(rk[:32], "big"), int.from_bytes(rk[32:], "big")
 
     def __repr__(self):
-        return "<Nonce %s>" % ("spent" if self._r is None else "ready")
+        return "<Nonce %s>" % ("spent" if self._rk is None else "ready")
 
 
 def _nonce(k):
