@@ -87,6 +87,9 @@ async def _main(cfg, arena):
         fw.restart = lambda reason: _restart_when_quiet(records, reason)
         asyncio.create_task(fw.run())
     sensing = sense.start(cfg, records)
+    # The central now holds what it needs of each enrolled device; the parsed
+    # JSON (a dict and strings per device) need not stay for the whole boot.
+    cfg.pop("peripherals", None)
     if sensing is not None:
         if fw is not None:
             # The TLS handshake and a GATT link are the heap's two largest
