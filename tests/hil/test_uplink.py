@@ -13,6 +13,7 @@ import json
 import ssl
 import threading
 import time
+from pathlib import Path
 
 import cbor2
 import paho.mqtt.client as mqtt
@@ -21,6 +22,8 @@ from hubctl import broker as brk
 from hubctl import ca
 from hubctl import provision as pv
 from hubctl.transport import HubConsole
+
+ROOT = Path(__file__).resolve().parents[2]
 
 DOOR = 25
 
@@ -141,6 +144,10 @@ def test_records_published_acked_and_pruned_then_broker_outage_loses_nothing(set
     # heap with TLS and MQTT up, as the hub reports it in its status
     fleet.wait(lambda: len(fleet.status) >= 2 or fleet.status[-1]["pending"] == 0, what="status")
     assert fleet.status[-1]["heap_free"] > 8 * 1024, fleet.status[-1]
+    # every key protocol/uplink.md 3.3 requires, and no alarm given up
+    required = json.loads((ROOT / "protocol/vectors/uplink.json").read_text())["status_required"]
+    assert not [k for k in required if k not in fleet.status[-1]], fleet.status[-1]
+    assert fleet.status[-1]["alarms_lost"] == 0, fleet.status[-1]
 
     b.stop()
     _door_events(rh, 2)  # 4 more alarms while the broker is down
