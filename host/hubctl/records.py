@@ -9,6 +9,7 @@ in protocol/vectors/ keep the two byte-compatible.
     check_stream(records, cert) -> StreamReport        per-record results, gaps, duplicates
     load_certificate(data) -> x509.Certificate         PEM or DER
     certificate_serial(cert) -> str                    serial in hex, as the inventory keeps it
+    first_verifying(data, certs) -> (cert, VerifiedRecord) | None   which certificate signed it
     split_sequence(data) -> list[bytes]                a file of concatenated records (RFC 8742)
     check_file(records_path, cert_path) -> StreamReport    the two above from files, for the CLI
     format_report(report) -> str                       what `hubctl verify` prints
@@ -328,6 +329,17 @@ def certificate_serial(cert: x509.Certificate) -> str:
     """The certificate's serial as the inventory and `hubctl inventory show` write it
     (lower-case hex): which life of a hub a record belongs to."""
     return format(cert.serial_number, "x")
+
+
+def first_verifying(data: bytes, certs) -> tuple[x509.Certificate, VerifiedRecord] | None:
+    """(certificate, record) for the first of certs that verifies the record, else None:
+    which of a hub's certificates (lives) signed it."""
+    for cert in certs:
+        try:
+            return cert, verify_record(data, cert)
+        except RecordRejected:
+            continue
+    return None
 
 
 def verify_record(data: bytes, cert: x509.Certificate) -> VerifiedRecord:

@@ -219,13 +219,8 @@ class Ingestor:
 
     def _former_life(self, data: bytes, hub: str) -> tuple[str, int] | None:
         """(certificate serial, seq) if one of the hub's former certificates verifies the record."""
-        for cert in self.registry.former_certificates(hub):
-            try:
-                rec = R.verify_record(data, cert)
-            except R.RecordRejected:
-                continue
-            return R.certificate_serial(cert), rec.seq
-        return None
+        found = R.first_verifying(data, self.registry.former_certificates(hub))
+        return None if found is None else (R.certificate_serial(found[0]), found[1].seq)
 
     def _rejected(self, out: Outcome, msg: Message, hub: str, serial: str, e: R.RecordRejected) -> None:
         # Only a bad signature can be a former life's record: everything else is

@@ -175,13 +175,8 @@ def _life_of(record: bytes, certs: list) -> str:
     """Serial of the first certificate that verifies the record, else UNKNOWN_LIFE."""
     from .. import records as R
 
-    for cert in certs:
-        try:
-            R.verify_record(record, cert)
-        except R.RecordRejected:
-            continue
-        return R.certificate_serial(cert)
-    return UNKNOWN_LIFE
+    found = R.first_verifying(record, certs)
+    return UNKNOWN_LIFE if found is None else R.certificate_serial(found[0])
 
 
 class SQLiteStore(Store):
