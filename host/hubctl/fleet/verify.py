@@ -190,12 +190,7 @@ def _verify_chunk(ders: list[bytes], items: list[tuple[int, bytes]]) -> list[tup
                 _verifiers.clear()
             v = _verifiers[der] = R.RecordVerifier(x509.load_der_x509_certificate(der))
         verifiers.append(v)
-    out: list[tuple] = []
-    for i, data in items:
-        try:
-            rec = verifiers[i](data)
-        except R.RecordRejected as e:
-            out.append((e.reason, e.detail))
-            continue
-        out.append((rec.hub_id, rec.seq, rec.kind, rec.fields, rec.payload, fields_json(rec.fields)))
-    return out
+    # What crosses the pipe back: tuples (VerifyPool.submit rebuilds the verdicts).
+    return [(v.record.hub_id, v.record.seq, v.record.kind, v.record.fields, v.record.payload, v.fields_json)
+            if isinstance(v, Verified) else (v.reason, v.detail)
+            for v in verify_here([(verifiers[i], data) for i, data in items])]
