@@ -150,7 +150,7 @@ def _parse_info(out: str) -> dict:
     return fig
 
 
-def module_costs(rh, modules=MODULES) -> list[tuple[str, int, int, int]]:
+def module_costs(rh, modules) -> list[tuple[str, int, int, int]]:
     """[(module, heap bytes added in order, qstrs added in order, heap on its own)]."""
     step = ("gc.collect()\n_a = gc.mem_free()\n"
             "import {m}\ngc.collect()\nprint('COST', _a - gc.mem_free())\n_info()\n")
@@ -256,7 +256,7 @@ def main() -> int:
     ap.add_argument("--settle", type=int, default=8, help="seconds from start to the start-up figure")
     ap.add_argument("--modules-only", action="store_true")
     ap.add_argument("--app-only", action="store_true")
-    ap.add_argument("--modules", metavar="A,B,...",
+    ap.add_argument("--modules", metavar="A,B,...", type=lambda s: s.split(","), default=MODULES,
                     help="import these modules, in this order, instead of the application's list")
     ap.add_argument("--no-peripherals", action="store_true",
                     help="enrol no BLE peripheral (the wired door contact still makes alarms)")
@@ -272,7 +272,7 @@ def main() -> int:
             with run_hub(base / "hub", bundle) as rh:
                 configure(rh, home, b.port, peripherals=not args.no_peripherals)
                 if not args.app_only:
-                    rows, start, end = module_costs(rh, args.modules.split(",") if args.modules else MODULES)
+                    rows, start, end = module_costs(rh, args.modules)
                     print("import cost, in the application's order, one interpreter "
                           f"(free at start {start['free']} B, qstrs {start['n_qstr']}, "
                           f"qstr pool {start['qstr_total']} B):")

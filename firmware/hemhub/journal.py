@@ -346,7 +346,6 @@ class Journal:
                 self._ceiling, self._dropped, self._evictions = state
             journal_recover.recover(self._dir, (a, m))
         finally:
-            del journal_recover
             hemhub.unload("hemhub", "journal_recover")
         top = 0
         for st in (a, m):

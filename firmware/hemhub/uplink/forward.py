@@ -318,9 +318,7 @@ class Forwarder:
     def status(self):
         import gc
 
-        from hemhub import version
-
-        from hemhub import sense
+        from hemhub import sense, version
 
         gc.collect()  # free heap means live data, not garbage not yet collected
         st = self.journal().stats()
