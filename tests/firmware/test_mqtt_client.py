@@ -285,3 +285,40 @@ def test_refusals_are_reported_by_name():
             raise AssertionError("no refusal")
 
     _run(main())
+
+
+def test_a_keyed_payload_is_read_at_each_send_and_not_held_in_the_window():
+    # The forwarder publishes journal seqs: payload_of(seq) reads the record for
+    # the first send and again for a DUP resend; the window keeps only the key.
+    async def main():
+        net, clock = Net(), Clock()
+        store = {7: b"AB", 8: b"CD"}
+        reads = []
+
+        def payload_of(key):
+            reads.append(key)
+            return store.get(key)
+
+        c = _client(net, clock, payload_of=payload_of)
+        await _connected(net, c)
+        net.s.take()
+        await c.publish("t/x", 7)
+        assert net.s.take() == "3209" + "0003742f78" + "0002" + "4142"
+        assert c._inflight[2][1] == 7  # the key, not a copy of the record
+        net.s.close()
+        await asyncio.wait_for_ms(c.wait_dead(), 2000)
+        await _connected(net, c, session_present="01")
+        assert net.s.take().endswith("3a09" + "0003742f78" + "0002" + "4142")  # read again, DUP
+        assert reads == [7, 7]
+        # A record that is gone by its resend (the fleet acknowledged it) leaves
+        # the window without a PUBLISH.
+        await c.publish("t/x", 8)
+        net.s.take()
+        del store[8]
+        clock.now += 10001
+        await asyncio.sleep_ms(700)
+        assert net.s.take() == "3a09" + "0003742f78" + "0002" + "4142"  # 7 still unacked: resent
+        assert c.inflight() == 1 and 8 not in [e[1] for e in c._inflight.values()]
+        await c.close()
+
+    _run(main())

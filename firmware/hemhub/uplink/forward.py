@@ -14,6 +14,7 @@ import time
 
 from micropython import const
 
+from hemhub.journal_format import buffer as _read_buffer
 from hemhub.uplink import ack as ackmod
 from hemhub.uplink.mqtt import Client, MqttRefused
 
@@ -137,7 +138,15 @@ class Forwarder:
                                                c.get("broker_name"))
         self.client = Client(self._hub, self._open, keepalive=self.cfg.get("mqtt_keepalive_s", 60),
                              will=(self.topics["status"], WILL),
-                             subscriptions=((self.topics["ack"], 1),), on_message=self._on_message)
+                             subscriptions=((self.topics["ack"], 1),), on_message=self._on_message,
+                             payload_of=self._record)
+
+    def _record(self, seq):
+        # The client's payload_of: record `seq` in the journal's read buffer, read
+        # again for each send (a DUP resend too), so no copy waits in the window.
+        buf = _read_buffer()
+        r = self.journal().read_into(seq, buf)
+        return None if r is None else memoryview(buf)[:r[1]]
 
     def _take_reserve(self):
         try:
@@ -242,14 +251,13 @@ class Forwarder:
         for seq in j.pending(len(self.outstanding) + 1):
             if seq in self.outstanding:
                 continue
-            r = j.read(seq)
+            r = j.read_into(seq, _read_buffer())  # its kind; the client reads it again to send
             if r is None:
                 continue
-            kind, data = r
-            topic = self.topics["alarm"] if kind & 0x80 else self.topics["rec"]
+            topic = self.topics["alarm"] if r[0] & 0x80 else self.topics["rec"]
             self.outstanding[seq] = time.ticks_ms()
             try:
-                await self.client.publish(topic, data)
+                await self.client.publish(topic, seq)
             except BaseException:
                 del self.outstanding[seq]
                 raise

@@ -12,11 +12,17 @@ malformed one closes the connection with an MqttError, never a crash.
                subscriptions=((ack_topic, 1),), on_message=f)
     await c.connect()            # CONNECT/CONNACK, SUBSCRIBE/SUBACK, DUP resends
     await c.publish(topic, payload, retain=False)   # QoS 1; waits for window room
+    await c.publish(topic, seq)  # payload_of(seq) gives the bytes at each send
     reason = await c.wait_dead() # the connection ended: why
     await c.close()              # DISCONNECT (discards the will)
 
 `open_stream()` is an async function returning (reader, writer), asyncio
 streams: TLS in production (hemhub.uplink.tls), a fake in tests.
+
+A payload given as an int is a key: `payload_of(key)` returns its bytes (or
+None once it no longer exists) each time the PUBLISH is written, so a window
+of records in flight holds no copies of them: the forwarder passes journal
+seqs and reads each record into the journal's one read buffer.
 """
 import asyncio
 import time
@@ -43,7 +49,7 @@ class MqttRefused(Exception):
 class Client:
     def __init__(self, client_id, open_stream, keepalive=60, will=None, subscriptions=(),
                  on_message=None, window=WINDOW, puback_timeout_ms=PUBACK_TIMEOUT_MS,
-                 max_packet=m.MAX_PACKET, ticks_ms=time.ticks_ms):
+                 max_packet=m.MAX_PACKET, ticks_ms=time.ticks_ms, payload_of=None):
         self.client_id = client_id
         self.open_stream = open_stream
         self.keepalive = keepalive
@@ -54,10 +60,11 @@ class Client:
         self.puback_timeout_ms = puback_timeout_ms
         self.max_packet = max_packet
         self.ticks = ticks_ms
+        self.payload_of = payload_of
         self._tx = bytearray(64)  # outgoing frames; grows once to the largest PUBLISH
         self._rx = bytearray(max_packet)  # one incoming packet at a time
         self._hdr = bytearray(1)
-        self._inflight = {}  # pid -> [topic, payload, retain, sent_ms, sends]
+        self._inflight = {}  # pid -> [topic, payload or key, retain, sent_ms, sends]
         self._pid = 0
         self._r = self._w = None
         self._lock = asyncio.Lock()
@@ -101,8 +108,10 @@ class Client:
                 await self._subscribe(topic, qos)
             # 4.4: re-send every PUBLISH still without a PUBACK, DUP set, same id.
             for pid in sorted(self._inflight):
-                self._inflight[pid][4] = 0
-                await self._send_publish(pid, True)
+                e = self._inflight.get(pid)
+                if e is not None:  # (a PUBACK may have come for it meanwhile)
+                    e[4] = 0
+                    await self._send_publish(pid, True)
         except BaseException:
             await self._drop()
             raise
@@ -172,17 +181,28 @@ class Client:
         if not self.connected:
             raise OSError("not connected")
         pid = self._next_pid()
-        self._inflight[pid] = [topic, payload, retain, 0, 0]
+        self._inflight[pid] = [topic, payload, retain, self.ticks(), 0]
         await self._send_publish(pid, False)
         return pid
 
     async def _send_publish(self, pid, dup):
-        e = self._inflight[pid]
         async with self._lock:
             if self._w is None:
                 raise OSError("not connected")
+            e = self._inflight.get(pid)
+            if e is None:  # PUBACKed while this waited for the lock
+                return
+            p = e[1]
+            if isinstance(p, int):
+                # No await from here to the write: payload_of may hand out a
+                # shared buffer that the next reader refills.
+                p = self.payload_of(p)
+                if p is None:  # gone (the fleet acknowledged it meanwhile): nothing to send
+                    self._inflight.pop(pid, None)
+                    self._room.set()
+                    return
             # One write, so one TLS record (two would cost 29 more bytes on the air).
-            n = m.publish_into(self._tx_for(len(e[0]) + 8 + len(e[1])), e[0], e[1], 1, pid, dup, e[2])
+            n = m.publish_into(self._tx_for(len(e[0]) + 8 + len(p)), e[0], p, 1, pid, dup, e[2])
             self._w.write(memoryview(self._tx)[:n])
             e[3] = self.ticks()
             e[4] += 1
@@ -320,14 +340,21 @@ class Client:
                         ping_sent = now
                         self.counters["pings"] += 1
                         await self._send_raw(m.PINGREQ)
-                for pid in list(self._inflight):
-                    e = self._inflight.get(pid)
-                    if e is None or time.ticks_diff(now, e[3]) < self.puback_timeout_ms:
-                        continue
-                    if e[4] >= 2:
-                        self._die("dead: no PUBACK for packet %d after a DUP resend" % pid)
+                while self.connected:
+                    # One PUBLISH past its PUBACK timeout at a time (no list of
+                    # them to allocate): the reader may change the window during
+                    # each send's await.
+                    late = None
+                    for pid, e in self._inflight.items():
+                        if time.ticks_diff(now, e[3]) >= self.puback_timeout_ms:
+                            late = pid
+                            break
+                    if late is None:
                         break
-                    await self._send_publish(pid, True)
+                    if self._inflight[late][4] >= 2:
+                        self._die("dead: no PUBACK for packet %d after a DUP resend" % late)
+                        break
+                    await self._send_publish(late, True)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - network errors end the connection
