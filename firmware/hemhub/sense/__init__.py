@@ -56,14 +56,18 @@ def start(cfg, sink=None):
         return sink.reading(r) if sink is not None else True
 
     def _event(e):
-        # The central calls this again after a MemoryError: the queue first (it
-        # allocates), the ring after (it does not), so a retry never records twice.
+        # The central calls this again after a MemoryError: everything that
+        # allocates comes before the queue, and the ring (which does not
+        # allocate) after it, so a retry never queues or records twice.
+        detail = (e["addr"], e["kind"], e["object"], e["value"], e["serves"], e["waits"], e["time"])
         if sink is not None:
             from hemhub.sense.sink import event_record
 
             t, src, v, p = event_record(e)
-            sink.alarm(t, src, v, p)
-        ring.record(e["event"], e["rx_ticks"], "ble", e)
+            if not sink.alarm(t, src, v, p):
+                return False  # its queue is full: the central offers it again
+        ring.record(e["event"], e["rx_ticks"], "ble", detail)
+        return True
 
     current = Central(bluetooth.BLE(), peripherals, _reading, _event, KeyStore())
     if sink is not None:

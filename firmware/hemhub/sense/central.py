@@ -60,9 +60,12 @@ _QUEUE = const(8)
 _MAX_RESULTS = const(24)
 _RETRY_MS = const(500)  # pause after a failed link before the next one
 # An alarm that meets a full heap is retried, not dropped: the sensor's repeats
-# carry the same packet id and would be filtered as duplicates. 100 x 20 ms
-# lets the record and uplink tasks free what they hold.
-_MEMORY_TRIES = const(100)
+# carry the same packet id and would be filtered as duplicates. First the
+# central's spare block is given up (a hole of _SPARE bytes in which the
+# hand-over's few small allocations fit, however fragmented the rest of the
+# heap is), then 250 x 20 ms let the record and uplink tasks free what they hold.
+_SPARE = const(1024)
+_MEMORY_TRIES = const(250)
 _MEMORY_WAIT_MS = const(20)
 _DEFER_MS = const(100)  # how often a deferred GATT link looks again
 _DEFER_MAX_MS = const(30000)  # and how long it waits at most
@@ -75,6 +78,11 @@ _PROFILES = {
     "thermometer": (0x1809, (0x2A1C,), False),
 }
 _BTHOME_KINDS = ("door", "pendant", "fall", "motion")
+
+
+class _Busy(Exception):
+    """on_event answered False: the record path cannot take an alarm now (its
+    queue is full); the alarm is offered again, as after a MemoryError."""
 
 
 
@@ -147,8 +155,9 @@ class Central:
             self.devices[bytes(p.addr)] = p
         self.counters = {"unknown_adverts": 0, "adverts": 0, "rejected": 0, "dropped": 0, "oversized": 0,
                          "invalid": 0, "connections": 0, "failed": 0, "readings": 0, "duplicates": 0,
-                         "events": 0, "no_memory": 0, "lost": 0}
+                         "events": 0, "no_memory": 0, "lost": 0, "spare_used": 0}
         self.last_error = None
+        self._spare = bytearray(_SPARE)  # given up for an alarm that meets a full heap
         self._adv = []
         self._wakes = 0
         self._adv_flag = asyncio.ThreadSafeFlag()
@@ -255,17 +264,31 @@ class Central:
                     await self._patiently(self._event, d, ev, obj, value, rx, waits)
 
     async def _patiently(self, fn, *args):
-        # fn(*args), tried again while the heap is full for a moment (MemoryError);
-        # an alarm that still cannot be handed over is said on the console.
+        # fn(*args), tried again while the heap is full (MemoryError) or the
+        # record path's alarm queue is (_Busy); an alarm that still cannot be
+        # handed over is said on the console and counted (status: alarms_lost).
         for _ in range(_MEMORY_TRIES):
             try:
-                return fn(*args)
-            except MemoryError:
-                self.counters["no_memory"] += 1
+                res = fn(*args)
+            except (MemoryError, _Busy) as e:
+                if isinstance(e, MemoryError):
+                    self.counters["no_memory"] += 1
+                if self._spare is not None:
+                    self._spare = None
+                    self.counters["spare_used"] += 1
+                    gc.collect()
+                    continue
                 gc.collect()
                 await asyncio.sleep_ms(_MEMORY_WAIT_MS)
+                continue
+            if self._spare is None:
+                try:
+                    self._spare = bytearray(_SPARE)
+                except MemoryError:
+                    pass  # taken again after a later alarm
+            return res
         self.counters["lost"] += 1
-        self.last_error = "%s: alarm lost, MemoryError for %d ms" % (args[0].name, _MEMORY_TRIES * _MEMORY_WAIT_MS)
+        self.last_error = "%s: alarm lost, no room for it for %d ms" % (args[0].name, _MEMORY_TRIES * _MEMORY_WAIT_MS)
         print("hemhub sense:", self.last_error)
         return None
 
@@ -278,9 +301,9 @@ class Central:
         # MemoryError goes to _patiently, which tries again; any other failure of
         # the consumer must not stop alarms, but is said on the console.
         try:
-            self.on_event({"event": ev, "object": obj, "value": value, "addr": d.name, "kind": d.kind,
-                           "serves": d.serves, "rx_ticks": rx, "ticks": time.ticks_ms(), "waits": waits,
-                           "time": time.time()})
+            taken = self.on_event({"event": ev, "object": obj, "value": value, "addr": d.name, "kind": d.kind,
+                                   "serves": d.serves, "rx_ticks": rx, "ticks": time.ticks_ms(), "waits": waits,
+                                   "time": time.time()})
         except MemoryError:
             raise
         except Exception as e:
@@ -288,6 +311,8 @@ class Central:
             self.last_error = repr(e)
             print("hemhub sense: alarm from", d.name, "not handed over:", self.last_error)
             return
+        if taken is False:
+            raise _Busy()
         self.counters["events"] += 1
 
     # -- the task -----------------------------------------------------------------------
@@ -322,6 +347,7 @@ class Central:
                     self.counters["failed"] += 1
                     self.counters["no_memory"] += 1
                     self.last_error = "%s %s: no memory for a GATT link" % (d.name, d.kind)
+                    print("hemhub sense:", self.last_error)
                 finally:
                     from hemhub.sense import link_unload
 
