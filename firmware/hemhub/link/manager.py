@@ -90,9 +90,10 @@ class LinkManager:
         self.wlan = wlan
         self.modem = modem
         self.ppp = ppp
-        # cell() -> (modem, ppp), called when 4G is first needed: until then the
-        # AT driver and codec take no heap (docs/decisions/0003-application-heap.md).
+        # cell() -> (modem, ppp), called when 4G is needed: until then, and again
+        # after each failback, the AT driver and codec take no heap (docs/link.md).
         self._cell = cell
+        self._idle = "off"  # what the modem does while its driver is not loaded
         self.link = "none"
         self.quality = None
         self.wifi = "off" if self.ssid else "not configured"
@@ -112,7 +113,7 @@ class LinkManager:
     # -- what others read ------------------------------------------------------------
     def state(self):
         return {"link": self.link, "quality": self.quality, "wifi": self.wifi, "cellular": self.cellular,
-                "modem": self.modem.state if self.modem else ("off" if self._cell else None),
+                "modem": self.modem.state if self.modem else (self._idle if self._cell else None),
                 "since_s": time.ticks_diff(time.ticks_ms(), self.since) // 1000,
                 "changes": self.changes, "failovers": self.failovers}
 
@@ -240,7 +241,6 @@ class LinkManager:
     async def _cell_up(self):
         if self.modem is None:
             self.modem, self.ppp = self._cell()
-            self._cell = None
         m = self.modem
         try:
             await m.start()
@@ -273,6 +273,23 @@ class LinkManager:
         if self.modem.state in ("data", "no_carrier"):
             await self.modem.hangup()
 
+    async def _cell_release(self):
+        # Failback: hang up, then drop the driver (the modem module, the AT codec
+        # and the Modem: ~8 KiB of a heap that the uplink's next TLS connection
+        # and the next GATT link need). The modem stays powered and registered:
+        # the next failover's driver finds it answering, so it costs a few AT
+        # commands, not a boot. A modem given by the caller (tests) is kept.
+        await self._cell_down()
+        if self._cell is None:
+            return
+        st = self.modem.state
+        self._idle = "standby" if st == "registered" else st
+        self.modem = self.ppp = None
+        from hemhub import unload
+
+        unload("hemhub.link", "modem")
+        unload("hemhub.codec", "at")
+
     async def _cell_step(self):
         if not self.apn or (self.modem is None and self._cell is None):
             return False
@@ -298,8 +315,8 @@ class LinkManager:
     # -- the task ---------------------------------------------------------------------------
     async def step(self):
         if await self._wifi_step():
-            if self.apn and self.modem is not None and self.cellular == "up":
-                await self._cell_down()  # failback: WiFi carries traffic again
+            if self.apn and self.modem is not None:
+                await self._cell_release()  # failback: WiFi carries traffic again
             return
         if self.link == "wifi":
             self._set("none")  # lost: say so before 4G takes its time to come up
