@@ -195,3 +195,47 @@ def test_a_gatt_link_waits_while_it_is_deferred_and_alarms_do_not():
         task.cancel()
 
     _run(main)
+
+
+def test_a_gatt_link_that_finds_no_heap_backs_off():
+    # A link that meets MemoryError is tried again after 1 s, then 2 s (not every
+    # 500 ms: each attempt loads and drops the GATT side, which fragments the heap
+    # the uplink needs); the device keeps its data, and alarms go on meanwhile.
+    import hemhub.sense as sense
+
+    tries = []
+
+    async def session(central, d):
+        tries.append(utime.ticks_ms())
+        raise MemoryError("allocating 336 bytes")
+
+    class fake:  # what `from hemhub.sense import link` finds first: the package's attribute
+        pass
+
+    fake.session = session
+    unload = sense.link_unload
+    sense.link_unload = lambda: None  # keep the fake in place between tries
+    sys.modules["hemhub.sense.link"] = fake
+    sense.link = fake
+    ble = FakeBLE()
+    c, _r, events = _central(ble, [{"addr": SCALE, "kind": "scale", "key": None}])
+
+    async def main():
+        task = asyncio.create_task(c.run())
+        for i in range(38):  # the scale advertises every 100 ms for 3.8 s
+            ble.h(5, (0, _mv(_mac(SCALE)), 0, -60, _mv(b"\x02\x01\x06", 32)))
+            if i == 5:
+                ble.advert(DOOR, enc.encode([(0x00, 1), (0x1A, True)]))
+            await asyncio.sleep_ms(100)
+        task.cancel()
+
+    try:
+        _run(main)
+    finally:
+        sense.link_unload = unload
+        sys.modules.pop("hemhub.sense.link", None)
+        del sense.link
+    gaps = [utime.ticks_diff(b, a) for a, b in zip(tries, tries[1:])]
+    assert len(tries) == 3 and gaps[0] >= 900 and gaps[1] >= 1900, gaps
+    assert c.counters["no_memory"] == 3 and "next in 4 s" in c.last_error, (c.counters, c.last_error)
+    assert [e["event"] for e in events] == ["door"], events

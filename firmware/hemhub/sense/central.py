@@ -59,6 +59,11 @@ _MAX_VALUE = const(64)  # longest health measurement with every optional field i
 _QUEUE = const(8)
 _MAX_RESULTS = const(24)
 _RETRY_MS = const(500)  # pause after a failed link before the next one
+# After a link that found no heap, the next waits 1 s, 2 s, ... up to 32 s: a
+# link tried every 500 ms loads and drops 7 KiB of code each time, and that
+# churn fragments the heap the uplink and the link manager need to recover.
+_SHORT_MS = const(1000)
+_SHORT_MAX_MS = const(32000)
 # An alarm that meets a full heap is retried, not dropped: the sensor's repeats
 # carry the same packet id and would be filtered as duplicates. First the
 # central's spare block is given up (a hole of _SPARE bytes in which the
@@ -157,6 +162,7 @@ class Central:
                          "invalid": 0, "connections": 0, "failed": 0, "readings": 0, "duplicates": 0,
                          "events": 0, "no_memory": 0, "lost": 0, "spare_used": 0}
         self.last_error = None
+        self._short = 0  # GATT links in a row that found no heap
         self._spare = bytearray(_SPARE)  # given up for an alarm that meets a full heap
         self._adv = []
         self._wakes = 0
@@ -337,23 +343,31 @@ class Central:
                 # imported in place from ROMFS) is loaded for a link and dropped after it.
                 d = self._want.pop(0)
                 gc.collect()
+                failed = self.counters["failed"]
                 try:
                     from hemhub.sense import link
 
                     await link.session(self, d)
+                    self._short = 0
                 except MemoryError:
                     # No room for a link now: the device keeps its data and advertises
                     # again; alarms (this task's other half) go on regardless.
                     self.counters["failed"] += 1
                     self.counters["no_memory"] += 1
-                    self.last_error = "%s %s: no memory for a GATT link" % (d.name, d.kind)
+                    self._short += 1
+                    pause = min(_SHORT_MS << min(self._short - 1, 5), _SHORT_MAX_MS)
+                    self.last_error = "%s %s: no memory for a GATT link (next in %d s)" % (
+                        d.name, d.kind, pause // 1000)
                     print("hemhub sense:", self.last_error)
                 finally:
                     from hemhub.sense import link_unload
 
                     link_unload()
                     gc.collect()
-                await asyncio.sleep_ms(_RETRY_MS if self.last_error else 0)
+                if self._short:
+                    await asyncio.sleep_ms(min(_SHORT_MS << min(self._short - 1, 5), _SHORT_MAX_MS))
+                elif self.counters["failed"] != failed:
+                    await asyncio.sleep_ms(_RETRY_MS)
 
     def linking(self):
         """True while a GATT link is open (a device deletes its stored records, and
