@@ -35,6 +35,7 @@ WINDOW = const(8)  # PUBLISH in flight (no PUBACK yet)
 PUBACK_TIMEOUT_MS = const(10000)
 CONNACK_TIMEOUT_MS = const(10000)
 _TICK_MS = const(500)
+_TX_START = const(512)
 
 
 class MqttRefused(Exception):
@@ -61,7 +62,10 @@ class Client:
         self.max_packet = max_packet
         self.ticks = ticks_ms
         self.payload_of = payload_of
-        self._tx = bytearray(64)  # outgoing frames; grows once to the largest PUBLISH
+        # Outgoing frames. Made at start-up at the size of a status message or a
+        # typical record, so that it does not grow later into a long-lived block
+        # in the middle of a heap the session fragments; a larger record grows it.
+        self._tx = bytearray(_TX_START)
         self._rx = bytearray(max_packet)  # one incoming packet at a time
         self._hdr = bytearray(1)
         self._inflight = {}  # pid -> [topic, payload or key, retain, sent_ms, sends]
