@@ -53,7 +53,7 @@ PINGREQ_TYPE = const(12)
 PINGRESP = const(13)
 DISCONNECT_TYPE = const(14)
 
-MAX_PACKET = const(2048)  # largest remaining length the hub accepts (protocol/uplink.md 4)
+MAX_PACKET = const(1024)  # largest remaining length the hub accepts (protocol/uplink.md 4)
 _MAX_LENGTH = const(268435455)  # 2.2.3: four bytes of 7 bits
 
 PINGREQ = b"\xc0\x00"  # 3.12
