@@ -69,6 +69,7 @@ class Journal:
         self._seg_bytes = segment_bytes
         self._make_gap = make_gap
         self._a = Stream(path, "a")
+        self.pending_priority = 0  # see pending()
         self._m = Stream(path, "m")
         self._next = 1  # next seq to hand out
         self._ceiling = 0  # seqs below it may have been handed out (persisted)
@@ -176,12 +177,18 @@ class Journal:
             ca.close()
             cm.close()
 
-    def pending(self, limit=16, alarms_first=True, after=0):
+    def pending(self, limit=16, alarms_first=True, after=0, out=None):
         # Up to `limit` seqs of unacknowledged records with seq > `after`: the
         # priority class first, each class in seq order (or all in seq order if
-        # not alarms_first).
-        out = []
+        # not alarms_first). `out`: a list to fill (emptied first), so a caller
+        # that asks after every publish allocates it once. With alarms_first,
+        # the first `pending_priority` seqs of the answer are the priority class.
+        if out is None:
+            out = []
+        else:
+            del out[:]  # keeps its capacity
         self._a.collect(after, limit, out)
+        self.pending_priority = len(out)
         if alarms_first:
             self._m.collect(after, limit, out)
         else:

@@ -322,3 +322,54 @@ def test_a_keyed_payload_is_read_at_each_send_and_not_held_in_the_window():
         await c.close()
 
     _run(main())
+
+
+def test_no_heap_to_read_a_record_or_parse_a_packet_keeps_the_connection():
+    # A MemoryError before anything is written leaves the window as it was and
+    # the connection up (the caller tries again); a packet read whole but not
+    # parsed for lack of heap is dropped like a lost one, and the next is read.
+    import hemhub.codec.mqtt as codec
+
+    async def main():
+        net, clock = Net(), Clock()
+        short = [True]
+
+        def payload_of(key):
+            if short[0]:
+                raise MemoryError("allocating 304 bytes")
+            return b"AB"
+
+        c = _client(net, clock, payload_of=payload_of)
+        await _connected(net, c)
+        net.s.take()
+        try:
+            await c.publish("t/x", 7)
+            raise AssertionError("publish did not report the MemoryError")
+        except MemoryError:
+            pass
+        assert c.connected and c.inflight() == 0 and net.s.take() == ""
+        short[0] = False
+        await c.publish("t/x", 7)
+        assert net.s.take() == "3209" + "0003742f78" + "0003" + "4142"
+        parse = codec.parse_body
+        fail = [True]
+
+        def parse_short(first, body):
+            if fail:
+                fail.pop()
+                raise MemoryError("allocating 64 bytes")
+            return parse(first, body)
+
+        codec.parse_body = parse_short
+        try:
+            net.s.feed("40020003")  # this PUBACK is lost to the full heap...
+            await asyncio.sleep_ms(20)
+            assert c.connected and c.inflight() == 1 and c.counters["dropped"] == 1
+            net.s.feed("40020003")  # ...the broker's next packet is read as usual
+            await asyncio.sleep_ms(20)
+            assert c.connected and c.inflight() == 0
+        finally:
+            codec.parse_body = parse
+        await c.close()
+
+    _run(main())

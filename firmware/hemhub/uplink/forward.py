@@ -22,6 +22,8 @@ MAX_OUTSTANDING = const(32)  # PUBACKed records awaiting the fleet's ack
 ACK_TIMEOUT_MS = const(30000)
 _POLL_MS = const(50)
 _BACKOFF_MIN_MS = const(1000)
+_SHORT_WAIT_MS = const(100)  # a session's pause after a turn that found no heap
+_SHORT_TURNS = const(100)  # and how many such turns in a row it waits out (~10 s)
 _CONNECT_RESERVE = const(6144)  # kept free for the next connection's allocations
 _BACKOFF_MAX_MS = const(60000)
 # A heap too fragmented for a connection does not heal (MicroPython never
@@ -31,6 +33,7 @@ _BACKOFF_MAX_MS = const(60000)
 HEAP_RESTART_AFTER = const(3)
 HEAP_RESTART_UPTIME_MS = const(300000)
 _CLOCK_SET_AFTER = const(1577836800)
+_SEQ_MAX = const(0x3FFFFFFF)  # protocol/uplink.md 3.2: 1 <= seq <= 2^30 - 1
 _CLOCK_SLACK_S = const(60)
 WILL = b'{"online": false}'
 
@@ -95,6 +98,7 @@ class Forwarder:
         self._check = None
         self.client = None
         self.outstanding = {}  # seq -> ticks_ms when published
+        self._pending = []  # Journal.pending's list, reused: send_next runs after every publish
         self._kick = asyncio.Event()
         self._seen = None
         self.last_error = None
@@ -109,7 +113,8 @@ class Forwarder:
         self.restart = None
         self.heap_failures = 0  # connections in a row the heap could not make
         self.counters = {"published": 0, "acked_ranges": 0, "bad_acks": 0, "skipped_ranges": 0,
-                         "resent": 0, "connects": 0, "clock_set": 0}
+                         "resent": 0, "connects": 0, "clock_set": 0,
+                         "no_memory": 0}
 
     # ---- wiring -----------------------------------------------------------------
 
@@ -214,16 +219,32 @@ class Forwarder:
             backoff = min(backoff * 2, _BACKOFF_MAX_MS)
 
     async def _session(self):
-        await self.publish_status()
         interval = self.cfg.get("status_interval_s", 300) * 1000
-        last_status = time.ticks_ms()
+        last_status = None
         link_type = self._link()[0]
+        short = 0  # turns in a row that found no heap
         while self.client.connected:
-            if time.ticks_diff(time.ticks_ms(), last_status) >= interval or self._link()[0] != link_type:
-                link_type = self._link()[0]
-                await self.publish_status()
-                last_status = time.ticks_ms()
-            if not await self.send_next():
+            try:
+                if (last_status is None or time.ticks_diff(time.ticks_ms(), last_status) >= interval
+                        or self._link()[0] != link_type):
+                    link_type = self._link()[0]
+                    await self.publish_status()
+                    last_status = time.ticks_ms()
+                sent = await self.send_next()
+                short = 0
+            except MemoryError:
+                # No heap to read or frame the next message (a GATT link holds
+                # it for a while). Nothing was sent: wait and try again on this
+                # connection, which the same heap could not make again. A heap
+                # that stays full ends the session (the planned restart counts).
+                short += 1
+                if short > _SHORT_TURNS:
+                    raise
+                self.counters["no_memory"] += 1
+                gc.collect()
+                await asyncio.sleep_ms(_SHORT_WAIT_MS)
+                continue
+            if not sent:
                 await self._idle()
 
     async def _idle(self):
@@ -240,21 +261,22 @@ class Forwarder:
 
     async def send_next(self):
         # Publishes the first pending record not yet outstanding; False if none.
+        # Its own state needs no allocation per record (a copy of the outstanding
+        # map was a ~300-byte block per publish); the journal's cursors still
+        # open a segment file (~300 B, freed at once) for pending() and the read.
         j = self.journal()
         now = time.ticks_ms()
-        for seq in list(self.outstanding):
-            if time.ticks_diff(now, self.outstanding[seq]) > ACK_TIMEOUT_MS:
-                del self.outstanding[seq]  # no ack: send again (the fleet acks again)
-                self.counters["resent"] += 1
+        self.counters["resent"] += self._forget(0, _SEQ_MAX, now)
         if len(self.outstanding) >= MAX_OUTSTANDING:
             return False
-        for seq in j.pending(len(self.outstanding) + 1):
+        pending = j.pending(len(self.outstanding) + 1, out=self._pending)
+        for i in range(len(pending)):
+            seq = pending[i]
             if seq in self.outstanding:
                 continue
-            r = j.read_into(seq, _read_buffer())  # its kind; the client reads it again to send
-            if r is None:
-                continue
-            topic = self.topics["alarm"] if r[0] & 0x80 else self.topics["rec"]
+            # The priority class is the alarms (journal.py); the client reads
+            # the record itself when it writes the PUBLISH (_record).
+            topic = self.topics["alarm"] if i < j.pending_priority else self.topics["rec"]
             self.outstanding[seq] = time.ticks_ms()
             try:
                 await self.client.publish(topic, seq)
@@ -264,6 +286,23 @@ class Forwarder:
             self.counters["published"] += 1
             return True
         return False
+
+    def _forget(self, first, last, now=None):
+        # Drops the outstanding seqs first..last (with `now`: only those published
+        # more than ACK_TIMEOUT_MS before it, to be sent again: the fleet acks
+        # again). One at a time, as a dict must not change while it is iterated,
+        # and without a copy of it. Returns how many.
+        n = 0
+        while True:
+            hit = None
+            for seq, sent in self.outstanding.items():
+                if first <= seq <= last and (now is None or time.ticks_diff(now, sent) > ACK_TIMEOUT_MS):
+                    hit = seq
+                    break
+            if hit is None:
+                return n
+            del self.outstanding[hit]
+            n += 1
 
     # ---- incoming -----------------------------------------------------------------------
 
@@ -286,9 +325,7 @@ class Forwarder:
             except JournalError as e:
                 self.counters["skipped_ranges"] += 1
                 print("uplink: ack range skipped: %s" % e)
-            for seq in list(self.outstanding):
-                if a <= seq <= b:
-                    del self.outstanding[seq]
+            self._forget(a, b)
         if fleet_time is not None:
             self._set_clock(fleet_time)
         self._kick.set()

@@ -82,7 +82,7 @@ class Client:
         self.session_present = False
         self.last_rx = self.last_tx = 0
         self.counters = {"connects": 0, "sent": 0, "resent": 0, "pubacks": 0, "received": 0,
-                         "pings": 0, "protocol_errors": 0}
+                         "pings": 0, "protocol_errors": 0, "dropped": 0}
 
     # ---- connection -------------------------------------------------------------
 
@@ -100,6 +100,8 @@ class Client:
                                self.client_id, self.keepalive, False, will_t, will_p, 1, True)
             await self._send(n)
             pkt = await asyncio.wait_for_ms(self._read_packet(), CONNACK_TIMEOUT_MS)
+            if pkt is None:
+                raise MemoryError("no heap to parse the CONNACK")
             if pkt[0] != m.CONNACK:
                 raise m.MqttError("expected CONNACK, got packet type %d" % pkt[0])
             if pkt[2]:
@@ -186,7 +188,14 @@ class Client:
             raise OSError("not connected")
         pid = self._next_pid()
         self._inflight[pid] = [topic, payload, retain, self.ticks(), 0]
-        await self._send_publish(pid, False)
+        try:
+            await self._send_publish(pid, False)
+        except MemoryError:
+            # Nothing was written (no heap to read or frame it): the caller may
+            # try again later on the same connection.
+            self._inflight.pop(pid, None)
+            self._room.set()
+            raise
         return pid
 
     async def _send_publish(self, pid, dup):
@@ -207,11 +216,17 @@ class Client:
                     return
             # One write, so one TLS record (two would cost 29 more bytes on the air).
             n = m.publish_into(self._tx_for(len(e[0]) + 8 + len(p)), e[0], p, 1, pid, dup, e[2])
-            self._w.write(memoryview(self._tx)[:n])
-            e[3] = self.ticks()
-            e[4] += 1
-            self.last_tx = e[3]
-            await self._w.drain()
+            # A MemoryError up to here left the connection as it was; one in the
+            # write may have sent part of the frame, which ends the connection.
+            try:
+                self._w.write(memoryview(self._tx)[:n])
+                e[3] = self.ticks()
+                e[4] += 1
+                self.last_tx = e[3]
+                await self._w.drain()
+            except MemoryError:
+                self._die("connection-lost: no heap to write a PUBLISH")
+                raise OSError("no heap to write a PUBLISH") from None
         self.counters["resent" if dup else "sent"] += 1
 
     def _next_pid(self):
@@ -277,12 +292,22 @@ class Client:
         body = memoryview(self._rx)[:n]
         await self._fill(body)
         self.last_rx = self.ticks()
-        return m.parse_body(first, body)
+        try:
+            return m.parse_body(first, body)
+        except MemoryError:
+            # The packet has been read whole: the stream is still in step. Dropped
+            # like a lost packet (a PUBLISH is re-sent after its PUBACK timeout,
+            # a fleet ack after the hub's resend), rather than ending a session
+            # that the same full heap could not make again.
+            self.counters["dropped"] += 1
+            return None
 
     async def _reader(self):
         try:
             while True:
                 pkt = await self._read_packet()
+                if pkt is None:
+                    continue
                 t = pkt[0]
                 if t == m.PUBACK:
                     if self._inflight.pop(pkt[1], None) is not None:
@@ -358,7 +383,10 @@ class Client:
                     if self._inflight[late][4] >= 2:
                         self._die("dead: no PUBACK for packet %d after a DUP resend" % late)
                         break
-                    await self._send_publish(late, True)
+                    try:
+                        await self._send_publish(late, True)
+                    except MemoryError:
+                        break  # not sent: tried again at the next tick
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - network errors end the connection
