@@ -335,3 +335,26 @@ def test_sensed_reading_becomes_a_verified_record(vhub, sim_only, ca, tmp_path):
     assert weight["observations"] == [{"mdc": MDC_MASS, "value": Decimal("72.35"), "unit": "kg"}]
     assert weight["peripheral"]["kind"] == "scale"
     assert abs(weight["device_time"] - weight["hub_time"]) < 5
+
+
+def test_a_device_with_many_stored_records_hands_them_all_over_once(vhub, sim_only, ca, tmp_path):
+    """An oximeter that stored 60 records while out of range: the hub takes
+    them over RACP as they arrive (held until the report ended, they did not
+    fit the heap), over as many links as its queues need, journals each once
+    and deletes them from the device only after the last one is stored."""
+    _, cert = provision_identity(vhub, ca)
+    enrol(vhub, [{"addr": OXI, "kind": "oximeter"}])
+    radio = vhub.sup.parts["ble"]
+    dev = radio.devices[OXI]
+    with vhub.world() as w:
+        w.call("ble", op="store", addr=OXI, n=60)
+    if not wait_until(lambda: dev.deleted == 60 and not radio.conns, 90):
+        r = hub_readings(vhub.port)
+        raise AssertionError(f"{dev.deleted} deleted, {len(dev.records)} left on the device; "
+                             f"central {r['counters']}; record path {r['records']}")
+    time.sleep(0.5)
+    recs = journal(vhub, cert)  # verified, no duplicates, no reused seq, no gaps
+    spot = [x.fields for x in recs if x.kind == "observations"]
+    assert len(spot) == 60, len(spot)
+    assert len({x["device_time"] for x in spot}) == 60  # each stored record once
+    assert dev.records == [] and radio.stats["connections"] >= 2  # more than one link: the queues bound a link

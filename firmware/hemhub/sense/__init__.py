@@ -11,7 +11,13 @@ from micropython import const
 
 from hemhub.sense import recent
 
-_RECENT = const(8)
+_RECENT = const(8)  # readings the window keeps on a hub that does not journal them
+# On a hub that journals them the window is for a technician's eye only: the
+# last 3 live readings. A decoded reading held there is ~1 KiB of this build's
+# heap (its dict, observations, device info), and a backlog of stored records
+# fetched over RACP turned the window over 1,000 times while the uplink drained
+# it: long-lived blocks scattered through the heap the reconnects needed.
+_RECENT_JOURNALED = const(3)
 # what the recent window keeps of a reading (the rest is in the signed record)
 _KEEP = ("addr", "kind", "uuid", "observations", "device_time", "hub_time", "from_storage",
          "device_clock_not_set", "user_id", "device")
@@ -51,8 +57,10 @@ def start(cfg, sink=None):
     ring = recent.open_log()
 
     def _reading(r):
-        recent_readings.append(_compact(r))
-        del recent_readings[:-_RECENT]
+        journaled = sink is not None and sink.provisioned
+        if not (journaled and r.get("from_storage")):
+            recent_readings.append(_compact(r))
+            del recent_readings[:-(_RECENT_JOURNALED if journaled else _RECENT)]
         return sink.reading(r) if sink is not None else True
 
     def _event(e):

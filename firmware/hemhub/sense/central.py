@@ -129,6 +129,10 @@ class Peripheral:
             raise ValueError("peripheral %s: unknown kind %r" % (self.name, self.kind))
         self.bond = bool(entry.get("bond", self.profile[2] if self.profile else False))
         self.info = {}
+        # (n, key): the first n of the device's stored records (RACP) are handed
+        # over, the nth has this key; they stay on the device until all of
+        # them are, and the next link skips them (sense/link.py _fetch_records).
+        self.racp_done = None
 
 
 class _Link:
@@ -144,7 +148,12 @@ class _Link:
         self.done = None  # status of the running GATT operation
         self.value = None
         self.encrypted = False
-        self.values = []  # (value handle, bytes or None if oversized)
+        self.values = []  # (value handle, bytes, number on count_vh or 0)
+        # While stored records are reported (sense/link.py _Stored): their value
+        # handle, and how many values arrived on it, queued or dropped; each
+        # queued value carries its number, so a dropped one leaves a visible gap.
+        self.count_vh = None
+        self.arrived = 0
         self.uuids = {}  # value handle -> uuid16
 
 
@@ -215,12 +224,16 @@ class Central:
         elif not data or data[0] != link.handle:
             return
         elif event == _IRQ_GATTC_NOTIFY or event == _IRQ_GATTC_INDICATE:
+            n = 0
+            if data[1] == link.count_vh:
+                link.arrived += 1
+                n = link.arrived
             if len(link.values) >= _QUEUE:
                 self.counters["dropped"] += 1
             elif len(data[2]) > _MAX_VALUE:
                 self.counters["oversized"] += 1
             else:
-                link.values.append((data[1], bytes(data[2])))
+                link.values.append((data[1], bytes(data[2]), n))
         elif event == _IRQ_GATTC_READ_RESULT:
             link.value = bytes(data[2]) if len(data[2]) <= _MAX_VALUE else None
         elif event in (_IRQ_GATTC_SERVICE_RESULT, _IRQ_GATTC_CHARACTERISTIC_RESULT, _IRQ_GATTC_DESCRIPTOR_RESULT):

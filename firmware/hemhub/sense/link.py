@@ -29,6 +29,8 @@ _UUID_RACP = const(0x2A52)
 _UUID_CURRENT_TIME = const(0x2A2B)
 _UUID_BATTERY = const(0x2A19)
 _SEEN = const(48)  # recent record keys (dedupe across reconnects)
+_BATCH = const(8)  # stored records a link takes beyond those handed over before
+_STORED_UUIDS = (0x2A5E,)  # where RACP reports stored records: PLX Spot-Check Measurement
 _OP_MS = const(3000)
 _CONNECT_MS = const(2500)
 _IDLE_MS = const(2000)  # a device quiet this long has sent everything
@@ -150,8 +152,8 @@ async def _transfer(self, link):
         if uuid in chars:
             vh, c_end, props = chars[uuid]
             await _subscribe(self, link, vh, c_end, props)
-    if _UUID_RACP in chars:
-        await _fetch_records(self, link, chars[_UUID_RACP][0])
+    if _UUID_RACP in chars and not await _fetch_records(self, link, chars[_UUID_RACP][0]):
+        return  # the rest of the report would only fill the queue: the next link goes on
     # Stay while the device talks (stored measurements, a stream); leave when quiet.
     while True:
         try:
@@ -161,12 +163,16 @@ async def _transfer(self, link):
         await _drain(self, link)
 
 async def _drain(self, link, racp=None):
-    """Deliver queued values; returns the last RACP response seen (if racp)."""
+    """Deliver queued values (while a report of stored records runs, those go
+    to `racp`, its _Stored); returns the last RACP response seen."""
     got = None
     while link.values:
-        vh, raw = link.values.pop(0)
+        vh, raw, n = link.values.pop(0)
         uuid = link.uuids.get(vh)
         if uuid is None:
+            continue
+        if racp is not None and n:
+            racp.take(self, link, uuid, raw, n - 1)
             continue
         try:
             res = gatt.decode(uuid, raw)
@@ -177,10 +183,7 @@ async def _drain(self, link, racp=None):
         if uuid == _UUID_RACP:
             got = res
             continue
-        if racp is not None:
-            racp.append(_reading(self, link.dev, uuid, res, raw))
-        else:
-            _deliver(self, link.dev, uuid, res, raw)
+        _deliver(self, link.dev, uuid, res, raw)
         await asyncio.sleep_ms(0)  # let alarms run between readings
     return got
 
@@ -216,16 +219,19 @@ def _deliver(self, d, uuid, res, raw):
     key = res.pop("_key")
     if _seen_before(self, key):
         return True
-    self.counters["readings"] += 1
     try:
         ok = self.on_reading(res) is not False
     except Exception as e:
         self.last_error = repr(e)
         ok = False
-    if ok and key is not None:
+    if not ok:
+        res["_key"] = key  # offered again (a stored record waits for room)
+        return False
+    self.counters["readings"] += 1
+    if key is not None:
         self._seen.append(key)
         del self._seen[:-_SEEN]
-    return ok
+    return True
 
 async def _racp(self, link, vh, op, records=None, ms=_OP_MS * 3):
     h = link.handle
@@ -238,21 +244,96 @@ async def _racp(self, link, vh, op, records=None, ms=_OP_MS * 3):
         got = await _drain(self, link, records)
         if got is not None:
             return got
+        if records is not None and records.stopped:
+            return None  # the report was cut short: its answer is not awaited
+
+class _Stored:
+    """One RACP report of stored records (PLXS 3.4). A device may hold hundreds:
+    decoded and held until the report ends they would not fit the heap, and
+    signed as they arrive they would stall the event loop while the device
+    goes on sending (the link's queue of _QUEUE values then drops some). So a
+    link takes the raw values of at most _BATCH records beyond those an earlier
+    link handed over (Peripheral.racp_done: skipped without decoding), hands
+    them on after the report, and the next link goes on from there. Records
+    are numbered as they arrive (central.py counts them in the IRQ, dropped or
+    not), so the batch is a contiguous run: a dropped record ends it, a dropped
+    one that an earlier link handed over does not matter."""
+
+    def __init__(self, link, vh):
+        self.skip, self.key = link.dev.racp_done or (0, None)
+        self.raw = []  # (uuid, value) of this link's batch
+        self.stopped = False
+        link.arrived = 0
+        link.count_vh = vh
+
+    def take(self, central, link, uuid, raw, i):
+        # i: the record's place in the report, from 0
+        if self.stopped:
+            return
+        if i < self.skip:
+            central.counters["duplicates"] += 1
+            if i == self.skip - 1 and raw != self.key:
+                # Not the list an earlier link saw (the device dropped or reordered
+                # records): start from its first record next time (_seen drops repeats).
+                link.dev.racp_done = None
+                self.stopped = True
+        elif i == self.skip + len(self.raw) and len(self.raw) < _BATCH:
+            self.raw.append((uuid, raw))
+        else:
+            self.stopped = True  # the one before was dropped, or a full batch: the next link goes on
+
+    async def hand_over(self, central, link):
+        """Decode and hand on the batch, each once the record path has room;
+        True when every record of it was taken."""
+        d = link.dev
+        done = self.skip
+        for uuid, raw in self.raw:
+            try:
+                res = gatt.decode(uuid, raw)
+            except CodecError as e:
+                central.counters["invalid"] += 1  # never decodes: handled, not kept
+                central.last_error = "%s 0x%04X: %s" % (d.name, uuid, e)
+            else:
+                r = _reading(central, d, uuid, res, raw)
+                end = time.ticks_add(time.ticks_ms(), _OP_MS)
+                while not _deliver(central, d, uuid, r, raw):
+                    # The record path's queue is full (it signs one at a time).
+                    if time.ticks_diff(end, time.ticks_ms()) <= 0:
+                        return False
+                    await asyncio.sleep_ms(20)
+            done += 1
+            d.racp_done = (done, raw)
+        return True
+
 
 async def _fetch_records(self, link, vh):
-    """PLXS 3.4: report stored records, hand each on, delete only when every
-    one is confirmed stored. A link lost before the delete leaves them on the
-    device; the next session sends them again and _seen drops the repeats."""
+    """PLXS 3.4: report stored records, hand them on a batch per link
+    (_Stored), delete them only when every one is confirmed stored (sync: in
+    the journal). A link that ends first leaves them on the device. Returns
+    False when the report was cut short: the link then ends, the next goes on."""
     n = await _racp(self, link, vh, "report_number_of_stored_records")
     if not n or not n.get("count"):
-        return
-    records = []
-    resp = await _racp(self, link, vh, "report_stored_records", records)
-    confirmed = 0
-    for r in records:
-        if _deliver(self, link.dev, r["uuid"], r, None):
-            confirmed += 1
-    if resp and resp.get("response") == "success" and confirmed == len(records) == n["count"]:
-        if self.sync is not None and not await self.sync():
-            return  # not committed (or no journal): the device keeps them
-        await _racp(self, link, vh, "delete_stored_records")
+        link.dev.racp_done = None
+        return True
+    if self.sync is not None:
+        await self.sync()  # an idle record path does not stall the loop while values arrive
+    spot = None
+    for h, u in link.uuids.items():
+        if u in _STORED_UUIDS:
+            spot = h
+    if spot is None:
+        return True  # no characteristic of ours carries its records
+    st = _Stored(link, spot)
+    try:
+        resp = await _racp(self, link, vh, "report_stored_records", st)
+    finally:
+        link.count_vh = None
+    if not await st.hand_over(self, link) or st.stopped:
+        return False
+    if not resp or resp.get("response") != "success" or st.skip + len(st.raw) != n["count"]:
+        return False
+    if self.sync is not None and not await self.sync():
+        return True  # not committed (or no journal): the device keeps them
+    await _racp(self, link, vh, "delete_stored_records")
+    link.dev.racp_done = None
+    return True
