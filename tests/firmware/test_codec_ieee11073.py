@@ -6,11 +6,10 @@ from hemhub.codec import CodecError
 from hemhub.codec.ieee11073 import (
     decode_float,
     decode_sfloat,
-    encode_float,
-    encode_sfloat,
     float_parts,
     sfloat_parts,
 )
+from hemhub.codec.ieee11073_encode import encode_float, encode_sfloat
 
 _SPECIAL = ("nan", "nres", "+inf", "-inf", "reserved")
 

@@ -16,11 +16,10 @@ from hemhub.codec import bthome_encode as enc
 from hemhub.codec.ieee11073 import (
     decode_float,
     decode_sfloat,
-    encode_float,
-    encode_sfloat,
     float_parts,
     sfloat_parts,
 )
+from hemhub.codec.ieee11073_encode import encode_float, encode_sfloat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

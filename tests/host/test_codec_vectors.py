@@ -14,7 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 from hemhub.codec import CodecError, aes_ccm, bthome, gatt
 from hemhub.codec import bthome_encode as enc
-from hemhub.codec.ieee11073 import decode_float, decode_sfloat, encode_float, encode_sfloat
+from hemhub.codec.ieee11073 import decode_float, decode_sfloat
+from hemhub.codec.ieee11073_encode import encode_float, encode_sfloat
 from vectors import norm, same
 
 VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"

@@ -24,7 +24,7 @@ import threading
 import time
 
 from hemhub.codec import bthome_encode, gatt
-from hemhub.codec.ieee11073 import encode_float, encode_sfloat
+from hemhub.codec.ieee11073_encode import encode_float, encode_sfloat
 
 # MicroPython BLE.irq event codes
 SCAN_RESULT, SCAN_DONE, CONNECT, DISCONNECT = 5, 6, 7, 8
