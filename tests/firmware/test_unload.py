@@ -45,3 +45,38 @@ def test_an_unloaded_module_gives_its_heap_back_and_loads_again():
 def test_unloading_what_was_never_loaded_is_harmless():
     hemhub.unload("hemhub", "no_such_module")
     hemhub.unload("hemhub.no_such_package", "x")
+
+
+def test_a_module_whose_import_failed_gives_its_heap_back():
+    # A failed import leaves the half-made module in sys.modules' table (the
+    # removed entry keeps its value until the slot is reused): after a GATT
+    # link whose import met MemoryError, its heap stayed held. unload() frees it.
+    import os
+
+    d = "/tmp/hemhub-unload-test"
+    for p in (d, d + "/unload_pkg"):
+        try:
+            os.mkdir(p)
+        except OSError:
+            pass
+    with open(d + "/unload_pkg/__init__.py", "w") as f:
+        f.write("")
+    with open(d + "/unload_pkg/failing.py", "w") as f:
+        f.write("HELD = bytearray(20000)\nraise MemoryError('the import ran out of heap')\n")
+    sys.path.insert(0, d)
+    try:
+        import unload_pkg  # noqa: F401
+
+        before = _free()
+        try:
+            from unload_pkg import failing  # noqa: F401
+        except MemoryError:
+            pass
+        assert "unload_pkg.failing" not in sys.modules
+        held = before - _free()
+        assert held >= 20000, "the failed import held only %d bytes: the leak did not show" % held
+        hemhub.unload("unload_pkg", "failing")
+        assert before - _free() < 1000, "still held after unload: %d bytes" % (before - _free())
+    finally:
+        sys.path.pop(0)
+        os.remove(d + "/unload_pkg/failing.py")

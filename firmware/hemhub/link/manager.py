@@ -240,7 +240,11 @@ class LinkManager:
 
     async def _cell_up(self):
         if self.modem is None:
-            self.modem, self.ppp = self._cell()
+            try:
+                self.modem, self.ppp = self._cell()
+            except MemoryError:
+                self._drop_driver()  # a half-made import holds its heap until dropped
+                raise
         m = self.modem
         try:
             await m.start()
@@ -285,6 +289,10 @@ class LinkManager:
         st = self.modem.state
         self._idle = "standby" if st == "registered" else st
         self.modem = self.ppp = None
+        self._drop_driver()
+
+    @staticmethod
+    def _drop_driver():
         from hemhub import unload
 
         unload("hemhub.link", "modem")
