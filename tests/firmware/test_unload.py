@@ -12,17 +12,17 @@ def _free():
     return gc.mem_free()
 
 
-_GATT_SIDE = ("gatt", "gatt_health", "gatt_fields", "ieee11073")
+_GATT_SIDE = ("gatt", "gatt_weight", "gatt_plx", "gatt_bp", "gatt_temp", "gatt_fields", "ieee11073")
 
 
 def _link_cycle():
     # What a GATT link loads (hemhub.sense.central) and drops after it; returns
     # (import cost, bytes given back by unload).
     before = _free()
-    from hemhub.codec import gatt, gatt_health  # noqa: F401
+    from hemhub.codec import gatt, gatt_plx  # noqa: F401
 
     loaded = _free()
-    del gatt, gatt_health
+    del gatt, gatt_plx
     hemhub.unload("hemhub.codec", *_GATT_SIDE)
     return before - loaded, _free() - loaded
 

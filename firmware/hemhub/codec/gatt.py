@@ -24,17 +24,10 @@ except ImportError:  # CPython
         return x
 
 
+import sys
+
 from hemhub.codec import CodecError
 from hemhub.codec.gatt_fields import Reader, decode_date_time, encode_date_time, time_iso
-from hemhub.codec.gatt_health import (
-    blood_pressure_measurement,
-    plx_continuous,
-    plx_features,
-    plx_spot_check,
-    temperature_measurement,
-    weight_measurement,
-    weight_scale_feature,
-)
 from hemhub.codec.names import bit_names, word, word_index
 
 __all__ = (
@@ -190,15 +183,17 @@ def racp(data):
     return out
 
 
-# uuid16 -> parser
+# uuid16 -> parser: a function of this module, or (profile module, function):
+# a profile's parsers are loaded for the first value of that profile, so a
+# GATT link holds only its own device's (gatt_weight, gatt_plx, gatt_bp, gatt_temp).
 UUIDS = (
-    (0x2A9D, weight_measurement),
-    (0x2A9E, weight_scale_feature),
-    (0x2A5E, plx_spot_check),
-    (0x2A5F, plx_continuous),
-    (0x2A60, plx_features),
-    (0x2A35, blood_pressure_measurement),
-    (0x2A1C, temperature_measurement),
+    (0x2A9D, ("gatt_weight", "weight_measurement")),
+    (0x2A9E, ("gatt_weight", "weight_scale_feature")),
+    (0x2A5E, ("gatt_plx", "plx_spot_check")),
+    (0x2A5F, ("gatt_plx", "plx_continuous")),
+    (0x2A60, ("gatt_plx", "plx_features")),
+    (0x2A35, ("gatt_bp", "blood_pressure_measurement")),
+    (0x2A1C, ("gatt_temp", "temperature_measurement")),
     (0x2A19, battery_level),
     (0x2A08, date_time),
     (0x2A2B, current_time),
@@ -210,5 +205,17 @@ def decode(uuid16, data):
     """Characteristic value -> dict (see module doc); CodecError on bad input."""
     for uuid, parser in UUIDS:
         if uuid == uuid16:
+            if isinstance(parser, tuple):
+                parser = getattr(_profile(parser[0]), parser[1])
             return parser(data)
     raise CodecError("unsupported characteristic 0x%04X" % (uuid16,) if isinstance(uuid16, int) else "bad uuid16 %r" % (uuid16,))
+
+
+def _profile(name):
+    # hemhub.codec.<name>, imported on first use (sense.link_unload drops it)
+    full = "hemhub.codec." + name
+    mod = sys.modules.get(full)
+    if mod is None:
+        __import__(full)
+        mod = sys.modules[full]
+    return mod

@@ -1,4 +1,4 @@
-"""Shared field readers for the GATT characteristic codecs (gatt.py, gatt_health.py).
+"""Shared field readers for the GATT characteristic codecs (gatt.py and the profile modules gatt_weight, gatt_plx, gatt_bp, gatt_temp).
 
 All multi-octet GATT fields are little-endian (Core Spec Vol 3 Part G, 3.3.3;
 GATT Specification Supplement (GSS) section 2, "Data types").

@@ -1,0 +1,54 @@
+"""Health Thermometer (HTS v1.0 section 3.1) measurement characteristics -> observations (protocol/gatt.md);
+field layouts from the GATT Specification Supplement (GSS) entries of the
+same names. One module per profile, loaded by hemhub.codec.gatt.decode for
+the characteristic it decodes, so a GATT link loads only its device's
+parsers. Every parser returns
+
+    {"characteristic": name, "flags": int, "time": Date Time tuple or None,
+     "user_id": int or None, "observations": [...], ...characteristic extras}
+
+Units are the device's own, as UCUM codes (FHIR PHD IG); nothing is converted.
+"""
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+from hemhub.codec.gatt_fields import Reader, observation
+from hemhub.codec.names import word
+
+# IEEE 11073-10101 nomenclature codes (MDC), as in SYSTEM.md section 7
+_MDC_TEMP_BODY = const(150364)
+
+# Temperature Type (GSS "Temperature Type" 0x2A1D), codes 1..9; others RFU
+_TEMP_TYPES = "- armpit body ear finger gastrointestinal_tract mouth rectum toe tympanum"
+
+
+def temperature_measurement(data):
+    """Temperature Measurement 0x2A1C (HTS v1.0 3.1; GSS).
+
+    flags bit 0 units (0 Celsius, 1 Fahrenheit), bit 1 Time Stamp, bit 2
+    Temperature Type; value FLOAT (medfloat32); Temperature Type uint8 as a
+    name, "reserved" for RFU codes.
+    """
+    r = Reader(data, "Temperature Measurement")
+    flags = r.u8()
+    obs = [observation(_MDC_TEMP_BODY, r.float32(), "[degF]" if flags & 0x01 else "Cel")]
+    time = r.date_time() if flags & 0x02 else None
+    ttype = None
+    if flags & 0x04:
+        code = r.u8()
+        ttype = word(_TEMP_TYPES, code) or "reserved"
+    r.end()
+    return {
+        "characteristic": "temperature_measurement",
+        "flags": flags,
+        "time": time,
+        "user_id": None,
+        "temperature_type": ttype,
+        "observations": obs,
+    }
