@@ -72,7 +72,7 @@ def bytes_per_reading(vf, h, link, n=20):
     with h.world() as w:
         if link == "cellular":
             w.net_ap(h.ssid, up=False)
-    vf.wait_online(h, 60, link=link)
+    vf.wait_online(h, 60, link=link, memory_errors=3)
     time.sleep(1)
     with h.world() as w:
         before = w.net()["links"][link]
@@ -110,7 +110,7 @@ def main() -> int:
             vf.enrol(h, kinds=args.kinds)
             vf.configure(h)
             try:
-                vf.wait_online(h, 60)
+                vf.wait_online(h, 60, memory_errors=3)
             except HeapBlocked as e:
                 print(f"not measured: {e}", file=sys.stderr)
                 return 1
