@@ -8,7 +8,12 @@ plus "reason" when value is None (an IEEE 11073 special value or the scale's
 "measurement unsuccessful"), and "group": 150020 on the three blood pressure
 components. Measurement results also carry "flags", "time" (a Date Time tuple
 (year, month, day, hours, minutes, seconds), 0 = unknown date part; None when
-the device sent none) and "user_id". Field by field: protocol/gatt.md.
+the device sent none) and "user_id". Field by field: protocol/gatt.md. Units
+are the device's own, as UCUM codes (FHIR PHD IG): a scale in pounds gives
+"[lb_av]", a cuff in kPa "kPa", a thermometer in Fahrenheit "[degF]"; nothing
+is converted, so nothing is rounded twice. The measurement parsers live in one
+module per profile (gatt_weight, gatt_plx, gatt_bp, gatt_temp), loaded on
+first use.
 
 Bad input raises CodecError (truncated, trailing bytes, reserved values,
 unsupported characteristic). This module also holds the small non-measurement

@@ -1,14 +1,7 @@
-"""Health Thermometer (HTS v1.0 section 3.1) measurement characteristics -> observations (protocol/gatt.md);
-field layouts from the GATT Specification Supplement (GSS) entries of the
-same names. One module per profile, loaded by hemhub.codec.gatt.decode for
-the characteristic it decodes, so a GATT link loads only its device's
-parsers. Every parser returns
-
-    {"characteristic": name, "flags": int, "time": Date Time tuple or None,
-     "user_id": int or None, "observations": [...], ...characteristic extras}
-
-Units are the device's own, as UCUM codes (FHIR PHD IG); nothing is converted.
-"""
+"""Health Thermometer measurement characteristics (HTS v1.0 section 3.1; field
+layouts from the GATT Specification Supplement) -> the dicts hemhub.codec.gatt
+describes. Loaded by gatt.decode for the first value of this profile, so a GATT
+link holds only its own device's parsers. Units are the device's own (UCUM)."""
 
 try:
     from micropython import const
