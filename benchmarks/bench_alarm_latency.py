@@ -49,26 +49,48 @@ def report(label, xs):
 
 
 def backlog(vf, h, n):
-    """n readings signed into the journal while the hub has no link (oximeter stored records)."""
+    """n readings signed into the journal while the hub has no link (oximeter
+    stored records, fetched over RACP); returns how many the hub took."""
+    addr = h.devices["oximeter"]["addr"]
     with h.world() as w:
         w.net_ap(h.ssid, up=False)
         w.net_modem(reg="none")
-        w.ble("store", addr=h.devices["oximeter"]["addr"], n=n)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:  # the hub fetches them over RACP and signs each
+        w.ble("store", addr=addr, n=n)
+    t0 = time.monotonic()
+    dev = {}
+    while time.monotonic() < t0 + 600:  # the hub fetches them over RACP and signs each
         with h.world() as w:
             st = w.ble("state")
-        dev = next((d for d in st.get("devices", []) if d.get("addr") == h.devices["oximeter"]["addr"]), {})
+        dev = next((d for d in st.get("devices", []) if d.get("addr") == addr), {})
         if not dev.get("records"):
             break
         time.sleep(1)
+    left = dev.get("records", n)
+    # The device deletes its records only once the hub journaled all of them.
+    print(f"backlog: after {time.monotonic() - t0:.0f} s the device still holds {left} of {n} stored records "
+          f"({'all taken' if not left else 'not all journaled by the hub'})")
     with h.world() as w:
         w.net_modem(reg="registered")
         w.net_ap(h.ssid, up=True)
     time.sleep(3)  # WiFi back and the session up again: the alarms below race the draining backlog
+    return n - left if not left else 0
+
+
+def settle(vf, h, quiet_s=3.0, timeout=600):
+    """Until the fleet's rows for the hub stop growing (a backlog drained)."""
+    last, since, end = -1, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < end:
+        n = len(vf.stored(h))
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return n
+        time.sleep(0.5)
+    return last
 
 
 def bytes_per_reading(vf, h, link, n=20):
+    settle(vf, h)  # only these readings on the air while the counters run
     with h.world() as w:
         if link == "cellular":
             w.net_ap(h.ssid, up=False)
@@ -116,9 +138,15 @@ def main() -> int:
                 return 1
             report("alarm, pendant press -> stored and acked, idle hub", latencies(vf, h, args.alarms, "pendant"))
             report("alarm, wired door -> stored and acked, idle hub", latencies(vf, h, args.alarms, "door"))
-            backlog(vf, h, args.backlog)
-            report(f"alarm, pendant press, backlog of {args.backlog} readings draining",
-                   latencies(vf, h, min(args.alarms, 20), "pendant"))
+            taken = backlog(vf, h, args.backlog)
+            if taken:
+                before = len(vf.stored(h))
+                during = latencies(vf, h, min(args.alarms, 20), "pendant")
+                drained = len(vf.stored(h)) - before - len(during)
+                report(f"alarm, pendant press, backlog of {taken} readings draining "
+                       f"({drained} of them stored while the alarms ran)", during)
+            else:
+                print("alarm with a backlog: not measured (the backlog was not built)", file=sys.stderr)
             bytes_per_reading(vf, h, "wifi")
             bytes_per_reading(vf, h, "cellular")
     return 0
