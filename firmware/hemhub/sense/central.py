@@ -357,6 +357,7 @@ class Central:
                 d = self._want.pop(0)
                 gc.collect()
                 failed = self.counters["failed"]
+                pause = 0
                 try:
                     from hemhub.sense import link
 
@@ -377,10 +378,10 @@ class Central:
 
                     link_unload()
                     gc.collect()
-                if self._short:
-                    await asyncio.sleep_ms(min(_SHORT_MS << min(self._short - 1, 5), _SHORT_MAX_MS))
-                elif self.counters["failed"] != failed:
-                    await asyncio.sleep_ms(_RETRY_MS)
+                if not pause and self.counters["failed"] != failed:
+                    pause = _RETRY_MS
+                if pause:
+                    await asyncio.sleep_ms(pause)
 
     def linking(self):
         """True while a GATT link is open (a device deletes its stored records, and
