@@ -193,8 +193,7 @@ class Client:
         except MemoryError:
             # Nothing was written (no heap to read or frame it): the caller may
             # try again later on the same connection.
-            self._inflight.pop(pid, None)
-            self._room.set()
+            self._release(pid)
             raise
         return pid
 
@@ -211,8 +210,7 @@ class Client:
                 # shared buffer that the next reader refills.
                 p = self.payload_of(p)
                 if p is None:  # gone (the fleet acknowledged it meanwhile): nothing to send
-                    self._inflight.pop(pid, None)
-                    self._room.set()
+                    self._release(pid)
                     return
             # One write, so one TLS record (two would cost 29 more bytes on the air).
             n = m.publish_into(self._tx_for(len(e[0]) + 8 + len(p)), e[0], p, 1, pid, dup, e[2])
@@ -228,6 +226,13 @@ class Client:
                 self._die("connection-lost: no heap to write a PUBLISH")
                 raise OSError("no heap to write a PUBLISH") from None
         self.counters["resent" if dup else "sent"] += 1
+
+    def _release(self, pid):
+        # Takes a PUBLISH out of the window (PUBACKed, or not to be sent); True if it was in it.
+        if self._inflight.pop(pid, None) is None:
+            return False
+        self._room.set()
+        return True
 
     def _next_pid(self):
         for _ in range(65535):
@@ -310,9 +315,8 @@ class Client:
                     continue
                 t = pkt[0]
                 if t == m.PUBACK:
-                    if self._inflight.pop(pkt[1], None) is not None:
+                    if self._release(pkt[1]):
                         self.counters["pubacks"] += 1
-                        self._room.set()
                 elif t == m.PUBLISH:
                     await self._incoming(pkt)
                 elif t == m.SUBACK:
