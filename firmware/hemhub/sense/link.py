@@ -174,11 +174,8 @@ async def _drain(self, link, racp=None):
         if racp is not None and n:
             racp.take(self, link, uuid, raw, n - 1)
             continue
-        try:
-            res = gatt.decode(uuid, raw)
-        except CodecError as e:
-            self.counters["invalid"] += 1
-            self.last_error = "%s 0x%04X: %s" % (link.dev.name, uuid, e)
+        res = _decode(self, link.dev, uuid, raw)
+        if res is None:
             continue
         if uuid == _UUID_RACP:
             got = res
@@ -186,6 +183,15 @@ async def _drain(self, link, racp=None):
         _deliver(self, link.dev, uuid, res, raw)
         await asyncio.sleep_ms(0)  # let alarms run between readings
     return got
+
+def _decode(self, d, uuid, raw):
+    """gatt.decode, or None for a value that does not decode (counted, said in last_error)."""
+    try:
+        return gatt.decode(uuid, raw)
+    except CodecError as e:
+        self.counters["invalid"] += 1
+        self.last_error = "%s 0x%04X: %s" % (d.name, uuid, e)
+        return None
 
 def _reading(self, d, uuid, res, raw):
     res["addr"] = d.name
@@ -288,12 +294,8 @@ class _Stored:
         d = link.dev
         done = self.skip
         for uuid, raw in self.raw:
-            try:
-                res = gatt.decode(uuid, raw)
-            except CodecError as e:
-                central.counters["invalid"] += 1  # never decodes: handled, not kept
-                central.last_error = "%s 0x%04X: %s" % (d.name, uuid, e)
-            else:
+            res = _decode(central, d, uuid, raw)
+            if res is not None:  # (one that never decodes is handled, not kept)
                 r = _reading(central, d, uuid, res, raw)
                 end = time.ticks_add(time.ticks_ms(), _OP_MS)
                 while not _deliver(central, d, uuid, r, raw):
