@@ -94,15 +94,11 @@ def test_failover_to_cellular_and_failback(net):
         st = w.net()
         assert st["route"] == "cellular" and st["modem"]["online"] and st["ppp"]["up"]
         w.net_ap(SSID, up=True)
-    wait_link(net, "wifi", mark)
-    deadline = time.monotonic() + 10
-    while True:  # failback hangs up the data call
-        with net.world() as w:
-            st = w.net()
-        if st["route"] == "wifi" and not st["modem"]["online"]:
-            break
-        assert time.monotonic() < deadline, st
-        time.sleep(0.05)
+    # Failback hangs up the data call, then unloads the driver, after the route change.
+    mark = wait_console(net, "modem standby, driver unloaded", wait_link(net, "wifi", mark))
+    with net.world() as w:
+        st = w.net()
+    assert st["route"] == "wifi" and not st["modem"]["online"], st
     # Failback drops the modem driver (~8 KiB of heap) and leaves the modem
     # powered and registered: a second failover loads the driver again and
     # dials without switching the modem on anew.
@@ -115,8 +111,7 @@ def test_failover_to_cellular_and_failback(net):
         st = w.net()
         assert st["route"] == "cellular" and st["modem"]["counters"]["power_on"] == power_ons, st["modem"]
         w.net_ap(SSID, up=True)
-    wait_link(net, "wifi", mark)
-    time.sleep(0.5)  # the hang-up and the release follow the route change
+    wait_console(net, "modem standby, driver unloaded", wait_link(net, "wifi", mark))
     with HubConsole(net.port, soft_reset=False) as con:
         s = con.call("service", "link_json")
         loaded = con.exec("import sys\nprint([m for m in ('hemhub.link.modem', 'hemhub.codec.at') if m in sys.modules])")

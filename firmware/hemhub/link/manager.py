@@ -290,6 +290,7 @@ class LinkManager:
         self._idle = "standby" if st == "registered" else st
         self.modem = self.ppp = None
         self._drop_driver()
+        print("hemhub link: modem %s, driver unloaded" % self._idle)
 
     @staticmethod
     def _drop_driver():
