@@ -120,18 +120,7 @@ def _service_functions(con) -> set[str]:
 def _fresh_heap(con) -> None:
     """Soft-reset the hub inside the raw REPL: the next step starts with the whole
     heap (provisioning's imports fragment it; TLS needs large blocks)."""
-
-    from mpremote.transport import TransportError as MpTransportError
-
-    from .errors import TransportError
-    from .transport import quiet_mpremote
-
-    try:
-        with quiet_mpremote():
-            con.transport.enter_raw_repl(soft_reset=True, timeout_overall=10)
-    except (MpTransportError, OSError) as e:
-        raise TransportError(f"Lost the console on {con.port} while restarting the hub ({e}).",
-                             hint="Check the cable, then run provisioning again (it resumes).") from None
+    con.enter(soft_reset=True, what="while restarting the hub")
 
 
 class _Run:

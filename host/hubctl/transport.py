@@ -54,10 +54,14 @@ def _diagnose_port(port: str) -> None:
 
 
 class _ThreadQuietStdout:
-    """sys.stdout that drops what one thread prints while that thread is inside
-    quiet_mpremote(): mpremote prints progress chatter while connecting. (contextlib's
+    """sys.stdout that holds back what one thread prints while that thread is
+    inside quiet_mpremote(): mpremote prints progress chatter while connecting,
+    and, when it cannot enter the raw REPL, what the board sent instead. The
+    last _KEPT characters are kept for the error message. (contextlib's
     redirect_stdout swaps the process-wide stdout, so parallel sessions, as in
     a provisioning batch, would silence or capture each other.)"""
+
+    _KEPT = 600
 
     def __init__(self, real):
         self._real = real
@@ -66,8 +70,15 @@ class _ThreadQuietStdout:
     def quiet(self) -> bool:
         return getattr(self._local, "depth", 0) > 0
 
+    def kept(self) -> str:
+        """What this thread printed while quiet (its last _KEPT characters)."""
+        return getattr(self._local, "kept", "")
+
     def write(self, s):
-        return len(s) if self.quiet() else self._real.write(s)
+        if not self.quiet():
+            return self._real.write(s)
+        self._local.kept = (self.kept() + s)[-self._KEPT:]
+        return len(s)
 
     def __getattr__(self, name):
         return getattr(self._real, name)
@@ -83,9 +94,11 @@ def quiet_mpremote():
         if not isinstance(sys.stdout, _ThreadQuietStdout):
             sys.stdout = _ThreadQuietStdout(sys.stdout)
         out = sys.stdout
+    if not out.quiet():
+        out._local.kept = ""
     out._local.depth = getattr(out._local, "depth", 0) + 1
     try:
-        yield
+        yield out
     finally:
         out._local.depth -= 1
 
@@ -115,20 +128,35 @@ class HubConsole:
         except MpTransportError:
             _diagnose_port(port)
             raise TransportError(f"Could not open {port}.") from None
-        # A hub that is still starting can swallow the first Ctrl-C in boot.py
-        # (main.py then runs on): interrupt again, a few times, before giving up.
-        for attempt in range(self.ATTEMPTS):
+        try:
+            self.enter(soft_reset=soft_reset)
+        except TransportError:
+            self.transport.close()
+            raise
+
+    def enter(self, *, soft_reset: bool, what: str = "") -> None:
+        """Enter the raw REPL, after a soft reset of the interpreter if asked.
+
+        A hub that is still starting can swallow the first Ctrl-C in boot.py
+        (main.py then runs on): interrupt again, a few times, before giving up.
+        The error quotes what the hub sent instead of the prompt."""
+        said = ""
+        for _attempt in range(self.ATTEMPTS):
             try:
-                with quiet_mpremote():
+                with quiet_mpremote() as out:
                     self.transport.enter_raw_repl(soft_reset=soft_reset, timeout_overall=self.ATTEMPT_S)
-                break
-            except (MpTransportError, OSError):
-                if attempt + 1 < self.ATTEMPTS:
-                    continue
-                self.transport.close()
-                raise TransportError(f"No MicroPython REPL answered on {port}.",
-                                 hint="Is this the hub's port and is the hub powered? For a virtual hub, "
-                                      "check that hubctl vhub run is running.") from None
+                return
+            except (MpTransportError, OSError) as e:
+                heard = out.kept().strip()
+                if heard and heard != "b''":  # mpremote prints the bytes it read, even none
+                    said = heard
+                said = said or str(e)
+        if what:
+            raise TransportError(f"Lost the console on {self.port} {what} (the hub answered {said[-300:]!r}).",
+                                 hint="Check the cable, then run the command again.")
+        raise TransportError(f"No MicroPython REPL answered on {self.port} (it sent {said[-300:]!r}).",
+                             hint="Is this the hub's port and is the hub powered? For a virtual hub, "
+                                  "check that hubctl vhub run is running.")
 
     def __enter__(self) -> HubConsole:
         return self

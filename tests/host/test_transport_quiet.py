@@ -35,3 +35,13 @@ def test_quiet_nests_and_restores():
             assert sys.stdout.quiet()
         assert sys.stdout.quiet()
     assert not sys.stdout.quiet()
+
+
+def test_what_a_quiet_session_printed_is_kept_for_its_error():
+    with quiet_mpremote() as out:
+        print("b'rst:0x1 (POWERON_RESET)'")
+        assert "POWERON_RESET" in out.kept()
+    with quiet_mpremote() as out:  # a new session starts empty
+        assert out.kept() == ""
+        print("x" * 5000)
+        assert len(out.kept()) == 600  # bounded

@@ -8,11 +8,12 @@ import os
 import pty
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from hubctl.build import build
-from hubctl.errors import HubNotFoundError, HubStateError, UsageError
+from hubctl.errors import HubNotFoundError, HubStateError, TransportError, UsageError
 from hubctl.hardware import load_board
 from hubctl.transport import HubConsole
 from hubctl.vhub import interp
@@ -129,13 +130,28 @@ def test_status_wrong_ports(tmp_path):
     assert r.returncode == HubNotFoundError.exit_code and "no serial port /dev/ttyUSB99" in r.stderr
     r = hubctl("status", "--port", "/dev/null")
     assert r.returncode == HubNotFoundError.exit_code and "not a serial port" in r.stderr
-    # A terminal with nothing MicroPython behind it.
+    # A terminal with something else behind it: the error quotes what it sent.
     master, slave = pty.openpty()
+    stop = threading.Event()
+
+    def bootloader_chatter():
+        # A burst, then silence: mpremote's read_until only times out once the
+        # port goes quiet, so a port that never stops talking is never given up on.
+        for _ in range(4):
+            if stop.wait(0.2):
+                return
+            os.write(master, b"rst:0x1 (POWERON_RESET),boot:0x13\r\n")
+
+    talker = threading.Thread(target=bootloader_chatter, daemon=True)
+    talker.start()
     try:
         HubConsole.ATTEMPT_S = 1
-        with pytest.raises(Exception, match="No MicroPython REPL answered"):
+        with pytest.raises(TransportError, match="No MicroPython REPL answered") as e:
             HubConsole(os.ttyname(slave))
+        assert "POWERON_RESET" in str(e.value)
     finally:
+        stop.set()
+        talker.join()
         HubConsole.ATTEMPT_S = 4
         os.close(master)
         os.close(slave)
