@@ -92,6 +92,60 @@ def test_door_open_then_close():
     assert not door.is_open
 
 
+class BusyEvents(Events):
+    """A sink whose alarm queue is full for the first `busy` offers."""
+
+    def __init__(self, busy):
+        super().__init__()
+        self.busy = busy
+        self.refused = 0
+
+    def emit(self, event, ticks_ms, source):
+        if self.busy:
+            self.busy -= 1
+            self.refused += 1
+            return False
+        super().emit(event, ticks_ms, source)
+        return True
+
+
+def test_an_event_the_sink_cannot_take_is_offered_again_until_taken_in_order():
+    door_pin, button_pin = FakePin(0), FakePin(1)
+    ev = BusyEvents(busy=5)
+
+    async def main():
+        door, button = gpio.start(ev.emit, _DEBOUNCE, _LONG, door_pin, button_pin)
+        await asyncio.sleep_ms(5)
+        t0 = time.ticks_ms()
+        door_pin.drive(1)
+        await asyncio.sleep_ms(_DEBOUNCE + 10)
+        door_pin.drive(0)  # closed again while the open still waits for the sink
+        for _ in range(100):
+            await asyncio.sleep_ms(10)
+            if len(ev.got) == 2:
+                break
+        return door, t0
+
+    door, t0 = asyncio.run(main())
+    asyncio.new_event_loop()
+    assert ev.refused == 5 and door.retries == 5
+    assert ev.names() == ["door_open", "door_close"]  # nothing dropped, in order
+    assert abs(time.ticks_diff(ev.got[0][1], t0)) <= 2  # dated by its edge, not by the retry
+
+
+def test_a_short_press_is_dated_by_the_press():
+    async def scenario(door, button, ev):
+        ev.t0 = time.ticks_ms()
+        button.drive(0)
+        await asyncio.sleep_ms(80)
+        button.drive(1)
+        await asyncio.sleep_ms(_DEBOUNCE + 60)
+
+    ev, _ = _run(scenario)
+    assert ev.names() == ["button_short"]
+    assert abs(time.ticks_diff(ev.got[0][1], ev.t0)) <= 2
+
+
 def test_bounce_gives_one_event():
     async def scenario(door, button, ev):
         for _ in range(3):  # contact chatter: 5 edges 2 ms apart, ends open

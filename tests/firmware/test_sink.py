@@ -104,3 +104,21 @@ def test_a_recorder_that_cannot_open_for_lack_of_heap_is_opened_later():
     assert sink.alarm("sos", "ble", "press")
     _drain(sink, lambda: rec.stored)
     assert rec.stored == [("event", "sos", "press")] and sink.state()["mode"] == "journal", sink.state()
+
+
+def test_a_wired_alarm_the_full_queue_refuses_is_not_in_the_ring_until_taken():
+    from hemhub.sense import recent
+
+    rec = Recorder()
+    sink = Sink(lambda: rec)
+    ring = recent.open_log()
+    before = ring.total
+    while sink.alarm("sos", "ble", "press"):  # fill the queue
+        pass
+    assert sink.wired("door_open", 1234, "wired") is False  # gpio.Line.offer_again tries again
+    assert ring.total == before  # nothing recorded for a refused offer
+    _drain(sink, lambda: sink.state()["queued"] == 0)
+    assert sink.wired("door_open", 1234, "wired") is True
+    assert ring.total == before + 1 and ring.items()[-1]["event"] == "door_open"
+    _drain(sink, lambda: sink.state()["queued"] == 0)
+    assert rec.stored[-1] == ("event", "door_open", None), rec.stored

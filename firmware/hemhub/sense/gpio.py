@@ -15,10 +15,15 @@ once:
 with ``event`` one of DOOR_OPEN, DOOR_CLOSE, BUTTON_SHORT, BUTTON_LONG,
 ``ticks_ms`` the ``time.ticks_ms()`` of the edge that started the change (for
 a long press: when the press became long) and ``source`` SOURCE ("wired").
-The callback must not block: door events are alarm-class. Nothing on this
-path allocates apart from asyncio's own wait on the flag (measured: 192 bytes
-per change in the Unix port's poll): the strings are constants, the ticks
-small ints, and each line has one long-lived task, no coroutine per event.
+The callback must not block: door events are alarm-class. It returns False
+when it cannot take the event now (the sink's alarm queue is full): the line's
+task then offers the same event again every RETRY_MS until it is taken
+(Line.offer_again), and
+reads the line again only after (an alarm is never dropped; changes meanwhile
+end in the level read next, as contact bounce does). Nothing on this path
+allocates apart from asyncio's own wait on the flag (measured: 192 bytes per
+change in the Unix port's poll): the strings are constants, the ticks small
+ints, and each line has one long-lived task, no coroutine per event.
 
 Pins are injected (anything with ``value()``, ``irq(handler, trigger)`` and
 the IRQ_RISING / IRQ_FALLING constants), so tests can drive a fake pin.
@@ -32,6 +37,7 @@ from hemhub import board
 
 DEBOUNCE_MS = const(30)
 LONG_PRESS_MS = const(10000)
+RETRY_MS = const(20)
 
 DOOR_OPEN = "door_open"
 DOOR_CLOSE = "door_close"
@@ -51,6 +57,8 @@ class Line:
         self._first_ms = 0
         self._last_ms = 0
         self._flag = asyncio.ThreadSafeFlag()
+        self.event_ms = 0
+        self.retries = 0  # offers refused and made again (the sink's queue was full)
         pin.irq(self._irq, pin.IRQ_RISING | pin.IRQ_FALLING)
 
     def _irq(self, pin):
@@ -63,7 +71,19 @@ class Line:
         self._flag.set()
 
     def changed(self, level, edge_ms):
-        pass
+        """The event for a new stable level, or None; it is dated event_ms
+        (edge_ms unless changed() says otherwise)."""
+        return None
+
+    async def offer_again(self, event, edge_ms):
+        """emit refused the event: wait and offer it again until it is taken.
+        (Only then a coroutine: the first offer is a plain call, as it allocates
+        nothing.)"""
+        while True:
+            self.retries += 1
+            await asyncio.sleep_ms(RETRY_MS)
+            if self.emit(event, edge_ms, SOURCE) is not False:
+                return
 
     async def run(self):
         # One loop, no coroutine per event: asyncio's wait on the flag is the
@@ -81,7 +101,10 @@ class Line:
             level = self.pin.value()
             if level != self.level:  # else a glitch, or a bounce that ended where it began
                 self.level = level
-                self.changed(level, edge_ms)
+                self.event_ms = edge_ms
+                event = self.changed(level, edge_ms)
+                if event is not None and self.emit(event, self.event_ms, SOURCE) is False:
+                    await self.offer_again(event, self.event_ms)
 
     def stop(self):
         self.pin.irq(None)
@@ -99,7 +122,7 @@ class Door(Line):
         return self.level == 1
 
     def changed(self, level, edge_ms):
-        self.emit(DOOR_OPEN if level else DOOR_CLOSE, edge_ms, SOURCE)
+        return DOOR_OPEN if level else DOOR_CLOSE
 
 
 class Button(Line):
@@ -128,7 +151,9 @@ class Button(Line):
         elif self.pressed:
             self.pressed = False
             if not self._long_sent:
-                self.emit(BUTTON_SHORT, self._pressed_ms, SOURCE)
+                self.event_ms = self._pressed_ms  # a short press is dated by its press
+                return BUTTON_SHORT
+        return None
 
     async def watch_long_press(self):
         while True:
@@ -141,7 +166,9 @@ class Button(Line):
                     await asyncio.sleep_ms(left)
                     continue
                 self._long_sent = True
-                self.emit(BUTTON_LONG, time.ticks_ms(), SOURCE)
+                t = time.ticks_ms()
+                if self.emit(BUTTON_LONG, t, SOURCE) is False:
+                    await self.offer_again(BUTTON_LONG, t)
 
 
 def start(emit, debounce_ms=DEBOUNCE_MS, long_press_ms=LONG_PRESS_MS, door_pin=None, button_pin=None):

@@ -87,12 +87,15 @@ class Sink:
         return True
 
     def wired(self, event, ticks_ms, source):
-        """gpio.start's emit: the hub's own door contact / service button; into
-        the shared event ring at once, then to be signed."""
+        """gpio.start's emit: the hub's own door contact / service button; to be
+        signed, and into the shared event ring once taken. False when the alarm
+        queue is full: the line's task offers the event again (gpio.Line.offer_again)."""
+        if not self.alarm(event, source):
+            return False
         from hemhub.sense import recent
 
         recent.open_log().record(event, ticks_ms, source)
-        return self.alarm(event, source)
+        return True
 
     def reading(self, r):
         """A decoded reading (central.py); False when it cannot be taken now."""
