@@ -69,6 +69,8 @@ def backlog(vf, h, n):
     # The device deletes its records only once the hub journaled all of them.
     print(f"backlog: after {time.monotonic() - t0:.0f} s the device still holds {left} of {n} stored records "
           f"({'all taken' if not left else 'not all journaled by the hub'})")
+    if left:  # say why: the hub's console tells
+        print("the hub's console, last lines:\n" + h.console_log()[-2500:].decode(errors="replace"), file=sys.stderr)
     with h.world() as w:
         w.net_modem(reg="registered")
         w.net_ap(h.ssid, up=True)

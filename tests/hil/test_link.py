@@ -155,6 +155,20 @@ def test_pin_from_config_unlocks_the_sim(net):
     wait_link(net, "cellular", configure(net, wifi=False, sim_pin="2468"))
 
 
+def test_a_rejected_pin_is_never_offered_again_though_the_driver_is_reloaded(net):
+    # Between tries the modem driver is unloaded (its heap goes to sensing); the
+    # fact that the SIM rejected the PIN must outlive it: three wrong PINs lock
+    # the SIM until a technician enters its PUK.
+    with net.world() as w:
+        w.net_modem(sim="pin", pin="2468")
+    mark = wait_console(net, "hemhub link: cellular pin_wrong\r\n", configure(net, wifi=False, sim_pin="1111"))
+    for _ in range(3):  # three tries in all, each with a freshly loaded driver
+        mark = wait_console(net, "modem pin_wrong, driver unloaded", mark)
+    with net.world() as w:
+        m = w.net()["modem"]
+    assert m["pin_tries"] == 2 and m["sim"] == "pin", m  # one wrong PIN only: the SIM is not locked
+
+
 def test_hung_modem_recovers_by_power_cycle(net):
     mark = wait_link(net, "cellular", configure(net, wifi=False))
     with net.world() as w:

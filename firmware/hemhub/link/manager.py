@@ -94,6 +94,9 @@ class LinkManager:
         # after each failback, the AT driver and codec take no heap (docs/link.md).
         self._cell = cell
         self._idle = "off"  # what the modem does while its driver is not loaded
+        # Outlives the driver: a PIN the SIM rejected is never offered again
+        # (three would lock the SIM), by this driver or the next one loaded.
+        self._pin_rejected = False
         self.link = "none"
         self.quality = None
         self.wifi = "off" if self.ssid else "not configured"
@@ -245,6 +248,7 @@ class LinkManager:
             except MemoryError:
                 self._drop_driver()  # a half-made import holds its heap until dropped
                 raise
+            self.modem.pin_rejected = self._pin_rejected
         m = self.modem
         try:
             await m.start()
@@ -262,6 +266,7 @@ class LinkManager:
             self._cb.fail()
             if self._cb.n >= 3 and e.state in ("no_carrier", "searching", "not_registered", "ppp_timeout"):
                 await m.power_cycle()  # third failure in a row: start from a fresh module
+            self._unload(e.state)  # until the next try, the heap is the GATT links' and the journal's
             return False
         self._cst("cellular", "up")
         self._cb.ok()
@@ -284,13 +289,19 @@ class LinkManager:
         # the next failover's driver finds it answering, so it costs a few AT
         # commands, not a boot. A modem given by the caller (tests) is kept.
         await self._cell_down()
+        st = self.modem.state
+        self._unload("standby" if st == "registered" else st)
+
+    def _unload(self, idle):
+        """Drop the modem driver and remember what the modem does meanwhile. A
+        modem given by the caller (tests) is kept."""
         if self._cell is None:
             return
-        st = self.modem.state
-        self._idle = "standby" if st == "registered" else st
+        self._pin_rejected = self._pin_rejected or self.modem.pin_rejected
+        self._idle = idle
         self.modem = self.ppp = None
         self._drop_driver()
-        print("hemhub link: modem %s, driver unloaded" % self._idle)
+        print("hemhub link: modem %s, driver unloaded" % idle)
 
     @staticmethod
     def _drop_driver():
