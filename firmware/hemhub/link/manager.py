@@ -266,7 +266,7 @@ class LinkManager:
             self._cb.fail()
             if self._cb.n >= 3 and e.state in ("no_carrier", "searching", "not_registered", "ppp_timeout"):
                 await m.power_cycle()  # third failure in a row: start from a fresh module
-            self._unload(e.state)  # until the next try, the heap is the GATT links' and the journal's
+            self._unload(e.state, say=e.state != self._idle)  # the heap is the GATT links' till the next try
             return False
         self._cst("cellular", "up")
         self._cb.ok()
@@ -292,16 +292,18 @@ class LinkManager:
         st = self.modem.state
         self._unload("standby" if st == "registered" else st)
 
-    def _unload(self, idle):
+    def _unload(self, idle, say=True):
         """Drop the modem driver and remember what the modem does meanwhile. A
-        modem given by the caller (tests) is kept."""
+        modem given by the caller (tests) is kept. say: print it on the console
+        (each failback; a failed try only when the modem's state changed)."""
         if self._cell is None:
             return
         self._pin_rejected = self._pin_rejected or self.modem.pin_rejected
         self._idle = idle
         self.modem = self.ppp = None
         self._drop_driver()
-        print("hemhub link: modem %s, driver unloaded" % idle)
+        if say:
+            print("hemhub link: modem %s, driver unloaded" % idle)
 
     @staticmethod
     def _drop_driver():

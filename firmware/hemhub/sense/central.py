@@ -363,15 +363,15 @@ class Central:
 
                     await link.session(self, d)
                     self._short = 0
-                except MemoryError:
+                except MemoryError as e:
                     # No room for a link now: the device keeps its data and advertises
                     # again; alarms (this task's other half) go on regardless.
                     self.counters["failed"] += 1
                     self.counters["no_memory"] += 1
                     self._short += 1
                     pause = min(_SHORT_MS << min(self._short - 1, 5), _SHORT_MAX_MS)
-                    self.last_error = "%s %s: no memory for a GATT link (next in %d s)" % (
-                        d.name, d.kind, pause // 1000)
+                    self.last_error = "%s %s: no memory for a GATT link (%s; %d B free; next in %d s)" % (
+                        d.name, d.kind, e.args[0] if e.args else "", gc.mem_free(), pause // 1000)
                     print("hemhub sense:", self.last_error)
                 finally:
                     from hemhub.sense import link_unload

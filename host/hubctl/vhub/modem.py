@@ -57,7 +57,8 @@ class ModemSim:
         self.gen = 0  # power cycles; stale timers check it
         self.ready_at = 0.0
         self.key_down: float | None = None
-        self.counters = {"power_on": 0, "power_off": 0, "commands": 0, "dials": 0, "ignored_bytes": 0}
+        self.counters = {"power_on": 0, "power_off": 0, "commands": 0, "dials": 0, "ignored_bytes": 0,
+                         "sim_queries": 0}
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -298,6 +299,7 @@ class ModemSim:
         elif cmd.startswith(b"+CMEE="):
             self._set_int(cmd[6:], (0, 1, 2), "cmee")
         elif cmd == b"+CPIN?":
+            self.counters["sim_queries"] += 1
             err = 10 if self.sim_state() == "absent" else None
             if err:
                 self._error(err)
