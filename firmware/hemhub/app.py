@@ -91,11 +91,20 @@ async def _main(cfg, arena):
     # JSON (a dict and strings per device) need not stay for the whole boot.
     cfg.pop("peripherals", None)
     if sensing is not None:
+        central = sense.current
+        # The heap's largest short-lived needs take turns: the uplink's TLS
+        # connect, a GATT link, the modem driver of a 4G try. A link waits
+        # while the uplink connects or 4G is being tried (at most 30 s), and
+        # borrows the uplink's connect reserve; a 4G try waits while a link
+        # runs (docs/decisions/0004-heap-on-a-64-bit-interpreter.md).
         if fw is not None:
-            # The TLS handshake and a GATT link are the heap's two largest
-            # short-lived needs: a link waits while the uplink connects
-            # (docs/decisions/0004-heap-on-a-64-bit-interpreter.md).
-            sense.current.defer_links = lambda: fw.connecting
+            central.lend_heap = fw.lend_reserve
+            central.return_heap = fw.return_reserve
+        if fw is not None or link is not None:
+            central.defer_links = lambda: ((fw is not None and fw.connecting)
+                                           or (link is not None and link.dialling))
+        if link is not None:
+            link.heap_busy = lambda: central.in_link
         asyncio.create_task(sensing)
     # Wired door contact and service button: into the event ring at once, then signed.
     gpio.start(records.wired, cfg.get("gpio_debounce_ms", gpio.DEBOUNCE_MS),

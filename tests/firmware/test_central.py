@@ -197,6 +197,47 @@ def test_a_gatt_link_waits_while_it_is_deferred_and_alarms_do_not():
     _run(main)
 
 
+def test_a_gatt_link_borrows_reserved_heap_and_gives_it_back():
+    # The uplink lends its connect reserve for the link's duration; in_link tells
+    # the link manager to hold its 4G try (its driver) until the link is unloaded.
+    import hemhub.sense as sense
+
+    order = []
+    c = None
+
+    async def session(central, d):
+        order.append(("session", central.in_link))
+
+    class fake:
+        pass
+
+    fake.session = session
+    unload = sense.link_unload
+    sense.link_unload = lambda: order.append("unload")
+    sys.modules["hemhub.sense.link"] = fake
+    sense.link = fake
+    ble = FakeBLE()
+    c, _r, _events = _central(ble, [{"addr": SCALE, "kind": "scale", "key": None}])
+    c.lend_heap = lambda: order.append(("lend", c.in_link))
+    c.return_heap = lambda: order.append(("return", c.in_link))
+
+    async def main():
+        task = asyncio.create_task(c.run())
+        await asyncio.sleep_ms(5)
+        ble.h(5, (0, _mv(_mac(SCALE)), 0, -60, _mv(b"\x02\x01\x06", 32)))
+        await asyncio.sleep_ms(100)
+        task.cancel()
+
+    try:
+        _run(main)
+    finally:
+        sense.link_unload = unload
+        sys.modules.pop("hemhub.sense.link", None)
+        del sense.link
+    assert order == [("lend", True), ("session", True), "unload", ("return", False)], order
+    assert not c.in_link
+
+
 def test_a_gatt_link_that_finds_no_heap_backs_off():
     # A link that meets MemoryError is tried again after 1 s, then 2 s (not every
     # 500 ms: each attempt loads and drops the GATT side, which fragments the heap

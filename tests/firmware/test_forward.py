@@ -189,3 +189,18 @@ def test_a_session_waits_out_a_full_heap_instead_of_dropping_its_connection():
     asyncio.run(main())
     assert [t for t, _ in fw.client.sent] == ["s", "r"] and fw.client.sent[1][1] == 5, fw.client.sent
     assert fw.counters["no_memory"] == 2 and fw.outstanding == {5: fw.outstanding[5]}
+
+
+def test_between_connections_the_connect_reserve_is_lent_to_a_gatt_link_and_taken_back():
+    fw = Forwarder({"mqtt_keepalive_s": 10}, Records(), link=Link(), hub_id="HH1-TEST-0001",
+                   open_stream=None)
+    assert fw._reserve is not None  # made at start-up
+    fw.lend_reserve()
+    assert fw._reserve is None  # the link's largest hole
+    fw.return_reserve()
+    assert fw._reserve is not None and len(fw._reserve) >= 4096
+    fw.return_reserve()  # nothing lent: nothing happens twice
+    fw.lend_reserve()
+    fw.connecting = True  # the uplink started a connection meanwhile: the heap is its
+    fw.return_reserve()
+    assert fw._reserve is None

@@ -97,6 +97,10 @@ class LinkManager:
         # Outlives the driver: a PIN the SIM rejected is never offered again
         # (three would lock the SIM), by this driver or the next one loaded.
         self._pin_rejected = False
+        # () -> bool: True while a GATT link holds the heap the modem driver
+        # would load into (app.py wires it); a 4G try waits its turn.
+        self.heap_busy = None
+        self.dialling = False  # from loading the driver to the end of a try
         self.link = "none"
         self.quality = None
         self.wifi = "off" if self.ssid else "not configured"
@@ -242,12 +246,22 @@ class LinkManager:
         return {"csq": m.csq, "rssi_dbm": m.rssi_dbm}
 
     async def _cell_up(self):
+        self.dialling = True
+        try:
+            return await self._cell_try()
+        finally:
+            self.dialling = False
+
+    async def _cell_try(self):
         if self.modem is None:
             try:
                 self.modem, self.ppp = self._cell()
-            except MemoryError:
+            except MemoryError as e:
+                self.modem = self.ppp = None
                 self._drop_driver()  # a half-made import holds its heap until dropped
-                raise
+                self._cst("cellular", "no memory")
+                self._cb.fail()
+                return False
             self.modem.pin_rejected = self._pin_rejected
         m = self.modem
         try:
@@ -330,7 +344,7 @@ class LinkManager:
             await self._cell_down()
             self._cst("cellular", "lost")
             self._cb.fail()
-        if self._cb.ready():
+        if self._cb.ready() and not (self.heap_busy is not None and self.heap_busy()):
             return await self._cell_up()
         return False
 

@@ -188,6 +188,12 @@ class Central:
         # its connection, which needs the heap a link would take; app.py wires
         # it). None: links start when a device advertises.
         self.defer_links = None
+        # () -> None each: before a GATT link, others lend it heap they keep in
+        # reserve (the uplink's connect reserve); after the link they take it
+        # back. None: nothing to borrow.
+        self.lend_heap = None
+        self.return_heap = None
+        self.in_link = False  # from the link's imports to their unload (others wait their turn)
         ble.irq(self._irq)
 
     # -- IRQ: copy, look up, flag; nothing else ------------------------------------------
@@ -355,6 +361,9 @@ class Central:
                 # The GATT side (link.py and the GATT codecs, ~13 KiB of RAM even
                 # imported in place from ROMFS) is loaded for a link and dropped after it.
                 d = self._want.pop(0)
+                self.in_link = True
+                if self.lend_heap is not None:
+                    self.lend_heap()
                 gc.collect()
                 failed = self.counters["failed"]
                 pause = 0
@@ -378,6 +387,9 @@ class Central:
 
                     link_unload()
                     gc.collect()
+                    self.in_link = False
+                    if self.return_heap is not None:
+                        self.return_heap()
                 if not pause and self.counters["failed"] != failed:
                     pause = _RETRY_MS
                 if pause:

@@ -107,6 +107,7 @@ class Forwarder:
         # short-lived need, and sensing starts no GATT link meanwhile (app.py).
         self.connecting = False
         self._reserve = None
+        self._lent = False  # the reserve is lent to a GATT link (lend_reserve)
         self._take_reserve()  # at start-up, while the heap is in one piece
         # async restart(reason): set by the app; returns only if the hub was not
         # quiet enough to restart without losing anything (app.py).
@@ -153,6 +154,21 @@ class Forwarder:
         r = self.journal().read_into(seq, buf)
         return None if r is None else memoryview(buf)[:r[1]]
 
+    def lend_reserve(self):
+        """A GATT link is about to start: between connections, the connect
+        reserve is the largest free hole the hub has, and the link needs one.
+        (While connected the reserve is already spent on the connection.)"""
+        if self._reserve is not None:
+            self._reserve = None
+            self._lent = True
+
+    def return_reserve(self):
+        """The link is over and unloaded: keep the hole for the next connect again."""
+        if self._lent:
+            self._lent = False
+            if not self.connecting:
+                self._take_reserve()
+
     def _take_reserve(self):
         try:
             self._reserve = bytearray(_CONNECT_RESERVE)
@@ -186,6 +202,7 @@ class Forwarder:
             # this reserve kept since the last connection is handed over now.
             self.connecting = True
             self._reserve = None
+            self._lent = False  # a link that borrowed it leaves the heap to this connect
             gc.collect()
             short_of_heap = False
             try:
