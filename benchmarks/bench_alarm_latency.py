@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hubctl.build import build
 from hubctl.demo import BTHOME_KINDS, GATT_KINDS, HeapBlocked, VirtualFleet
+from hubctl.vhub import interp
 
 
 def pct(xs, p):
@@ -58,7 +59,8 @@ def backlog(vf, h, n):
         w.ble("store", addr=addr, n=n)
     t0 = time.monotonic()
     dev = {}
-    while time.monotonic() < t0 + 600:  # the hub fetches them over RACP and signs each
+    limit = max(600, 1.5 * n)  # a link takes 8 records: ~6 s each on this machine
+    while time.monotonic() < t0 + limit:  # the hub fetches them over RACP and signs each
         with h.world() as w:
             st = w.ble("state")
         dev = next((d for d in st.get("devices", []) if d.get("addr") == addr), {})
@@ -123,6 +125,10 @@ def main() -> int:
                     help="the patient devices enrolled (default: every kind; the backlog needs the "
                          "oximeter, the bytes per reading the scale, the alarms the pendant and door)")
     args = ap.parse_args()
+    print(f"firmware heap {interp.FIRMWARE_HEAP // 1024} KiB"
+          + (" (HEMHUB_FIRMWARE_HEAP_KIB: a diagnosis run, not the project's 144 KiB)"
+             if interp.FIRMWARE_HEAP_OVERRIDE else "")
+          + (", chip qstr pools" if interp.QSTR_POOLS_AS_ON_CHIP else ""))
     with tempfile.TemporaryDirectory(prefix="hemhub-bench-") as tmp:
         bundle = build(Path(tmp) / "build")
         with VirtualFleet(Path(tmp) / "home") as vf:

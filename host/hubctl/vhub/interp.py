@@ -29,6 +29,13 @@ ESP32_HEAP = 96 * 1024
 #: the chip's 96 KiB, not a margin: an application at the edge here is at the
 #: edge there.
 FIRMWARE_HEAP = ESP32_HEAP * 3 // 2  # 144 KiB
+#: HEMHUB_FIRMWARE_HEAP_KIB=N: a diagnosis mode, never the tests' or the figures
+#: of record: how much more than FIRMWARE_HEAP the application needs to do a
+#: job, measured by running it with more (decision 0004, session-8 addendum).
+#: Whatever prints a figure in this mode says so.
+FIRMWARE_HEAP_OVERRIDE = os.environ.get("HEMHUB_FIRMWARE_HEAP_KIB")
+if FIRMWARE_HEAP_OVERRIDE:
+    FIRMWARE_HEAP = int(FIRMWARE_HEAP_OVERRIDE) * 1024
 
 #: On the chip the board's modules (machine, esp32, the REPL, ...) are C in
 #: flash; in the virtual hub they are Python on the heap. The virtual hub's
