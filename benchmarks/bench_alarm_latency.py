@@ -125,10 +125,7 @@ def main() -> int:
                     help="the patient devices enrolled (default: every kind; the backlog needs the "
                          "oximeter, the bytes per reading the scale, the alarms the pendant and door)")
     args = ap.parse_args()
-    print(f"firmware heap {interp.FIRMWARE_HEAP // 1024} KiB"
-          + (" (HEMHUB_FIRMWARE_HEAP_KIB: a diagnosis run, not the project's 144 KiB)"
-             if interp.FIRMWARE_HEAP_OVERRIDE else "")
-          + (", chip qstr pools" if interp.QSTR_POOLS_AS_ON_CHIP else ""))
+    print(interp.heap_mode())
     with tempfile.TemporaryDirectory(prefix="hemhub-bench-") as tmp:
         bundle = build(Path(tmp) / "build")
         with VirtualFleet(Path(tmp) / "home") as vf:

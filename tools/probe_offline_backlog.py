@@ -31,9 +31,7 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=40)
     ap.add_argument("--seconds", type=int, default=90)
     args = ap.parse_args()
-    print(f"firmware heap {interp.FIRMWARE_HEAP // 1024} KiB"
-          + (" (HEMHUB_FIRMWARE_HEAP_KIB: diagnosis)" if interp.FIRMWARE_HEAP_OVERRIDE else "")
-          + (", chip qstr pools" if interp.QSTR_POOLS_AS_ON_CHIP else ""))
+    print(interp.heap_mode())
     with tempfile.TemporaryDirectory(prefix="hemhub-probe-") as tmp:
         bundle = build(Path(tmp) / "build")
         with VirtualFleet(Path(tmp) / "home") as vf:

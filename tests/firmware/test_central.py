@@ -197,25 +197,36 @@ def test_a_gatt_link_waits_while_it_is_deferred_and_alarms_do_not():
     _run(main)
 
 
-def test_a_gatt_link_borrows_reserved_heap_and_gives_it_back():
-    # The uplink lends its connect reserve for the link's duration; in_link tells
-    # the link manager to hold its 4G try (its driver) until the link is unloaded.
+def _with_fake_link(session, main, on_unload=None):
+    """Run main() with `session` standing in for hemhub.sense.link.session (what
+    `from hemhub.sense import link` finds first: the package's attribute), kept
+    in place between links."""
     import hemhub.sense as sense
-
-    order = []
-    c = None
-
-    async def session(central, d):
-        order.append(("session", central.in_link))
 
     class fake:
         pass
 
     fake.session = session
     unload = sense.link_unload
-    sense.link_unload = lambda: order.append("unload")
+    sense.link_unload = on_unload or (lambda: None)
     sys.modules["hemhub.sense.link"] = fake
     sense.link = fake
+    try:
+        _run(main)
+    finally:
+        sense.link_unload = unload
+        sys.modules.pop("hemhub.sense.link", None)
+        del sense.link
+
+
+def test_a_gatt_link_borrows_reserved_heap_and_gives_it_back():
+    # The uplink lends its connect reserve for the link's duration; in_link tells
+    # the link manager to hold its 4G try (its driver) until the link is unloaded.
+    order = []
+
+    async def session(central, d):
+        order.append(("session", central.in_link))
+
     ble = FakeBLE()
     c, _r, _events = _central(ble, [{"addr": SCALE, "kind": "scale", "key": None}])
     c.lend_heap = lambda: order.append(("lend", c.in_link))
@@ -228,12 +239,7 @@ def test_a_gatt_link_borrows_reserved_heap_and_gives_it_back():
         await asyncio.sleep_ms(100)
         task.cancel()
 
-    try:
-        _run(main)
-    finally:
-        sense.link_unload = unload
-        sys.modules.pop("hemhub.sense.link", None)
-        del sense.link
+    _with_fake_link(session, main, on_unload=lambda: order.append("unload"))
     assert order == [("lend", True), ("session", True), "unload", ("return", False)], order
     assert not c.in_link
 
@@ -242,22 +248,12 @@ def test_a_gatt_link_that_finds_no_heap_backs_off():
     # A link that meets MemoryError is tried again after 1 s, then 2 s (not every
     # 500 ms: each attempt loads and drops the GATT side, which fragments the heap
     # the uplink needs); the device keeps its data, and alarms go on meanwhile.
-    import hemhub.sense as sense
-
     tries = []
 
     async def session(central, d):
         tries.append(utime.ticks_ms())
         raise MemoryError("allocating 336 bytes")
 
-    class fake:  # what `from hemhub.sense import link` finds first: the package's attribute
-        pass
-
-    fake.session = session
-    unload = sense.link_unload
-    sense.link_unload = lambda: None  # keep the fake in place between tries
-    sys.modules["hemhub.sense.link"] = fake
-    sense.link = fake
     ble = FakeBLE()
     c, _r, events = _central(ble, [{"addr": SCALE, "kind": "scale", "key": None}])
 
@@ -270,12 +266,7 @@ def test_a_gatt_link_that_finds_no_heap_backs_off():
             await asyncio.sleep_ms(100)
         task.cancel()
 
-    try:
-        _run(main)
-    finally:
-        sense.link_unload = unload
-        sys.modules.pop("hemhub.sense.link", None)
-        del sense.link
+    _with_fake_link(session, main)
     gaps = [utime.ticks_diff(tries[i + 1], tries[i]) for i in range(len(tries) - 1)]
     assert len(tries) == 3 and gaps[0] >= 900 and gaps[1] >= 1900, gaps
     assert c.counters["no_memory"] == 3 and "next in 4 s" in c.last_error, (c.counters, c.last_error)

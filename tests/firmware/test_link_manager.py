@@ -16,14 +16,18 @@ from hemhub.link.manager import LinkManager  # noqa: E402
 CFG = {"apn": "iot.test", "link": {"backoff_ms": 100, "backoff_max_ms": 400, "check_ms": 10}}
 
 
-def test_a_4g_try_waits_while_a_gatt_link_holds_the_heap():
-    loads = []
-
+def _driver_that_does_not_fit(loads):
+    """A cell() factory whose driver import meets a full heap; notes each load."""
     def cell():
         loads.append(time.ticks_ms())
         raise MemoryError("memory allocation failed, allocating 360 bytes")
 
-    m = LinkManager(CFG, cell=cell)
+    return cell
+
+
+def test_a_4g_try_waits_while_a_gatt_link_holds_the_heap():
+    loads = []
+    m = LinkManager(CFG, cell=_driver_that_does_not_fit(loads))
     busy = [True]
     m.heap_busy = lambda: busy[0]
 
@@ -40,12 +44,7 @@ def test_a_4g_try_waits_while_a_gatt_link_holds_the_heap():
 
 def test_a_modem_driver_that_does_not_fit_the_heap_is_a_state_and_backs_off():
     loads = []
-
-    def cell():
-        loads.append(time.ticks_ms())
-        raise MemoryError("memory allocation failed, allocating 360 bytes")
-
-    m = LinkManager(CFG, cell=cell)
+    m = LinkManager(CFG, cell=_driver_that_does_not_fit(loads))
 
     async def main():
         for _ in range(30):  # 300 ms of steps

@@ -59,6 +59,14 @@ if QSTR_POOLS_AS_ON_CHIP:
 ROMFS_WINDOW = 256 * 1024
 VHUB_HEAP_SIZE = f"{(FIRMWARE_HEAP + BOARD_HEAP_RESERVE + ROMFS_WINDOW) // 1024}K"
 
+
+def heap_mode() -> str:
+    """One line for a benchmark or probe to print first: the heap its figures were made with."""
+    return (f"firmware heap {FIRMWARE_HEAP // 1024} KiB"
+            + (" (HEMHUB_FIRMWARE_HEAP_KIB: a diagnosis run, not the project's 144 KiB)"
+               if FIRMWARE_HEAP_OVERRIDE else "")
+            + (", chip qstr pools" if QSTR_POOLS_AS_ON_CHIP else ""))
+
 BOARD_DIR = Path(__file__).with_name("board")
 
 
