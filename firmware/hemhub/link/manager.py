@@ -256,7 +256,7 @@ class LinkManager:
         if self.modem is None:
             try:
                 self.modem, self.ppp = self._cell()
-            except MemoryError as e:
+            except MemoryError:
                 self.modem = self.ppp = None
                 self._drop_driver()  # a half-made import holds its heap until dropped
                 self._cst("cellular", "no memory")

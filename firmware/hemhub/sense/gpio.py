@@ -18,12 +18,12 @@ a long press: when the press became long) and ``source`` SOURCE ("wired").
 The callback must not block: door events are alarm-class. It returns False
 when it cannot take the event now (the sink's alarm queue is full): the line's
 task then offers the same event again every RETRY_MS until it is taken
-(Line.offer_again), and
-reads the line again only after (an alarm is never dropped; changes meanwhile
-end in the level read next, as contact bounce does). Nothing on this path
-allocates apart from asyncio's own wait on the flag (measured: 192 bytes per
-change in the Unix port's poll): the strings are constants, the ticks small
-ints, and each line has one long-lived task, no coroutine per event.
+(Line.offer_again), and reads the line again only after (an alarm is never
+dropped; changes meanwhile end in the level read next, as contact bounce
+does). Nothing on this path allocates apart from asyncio's own wait on the
+flag (measured: 192 bytes per change in the Unix port's poll): the strings are
+constants, the ticks small ints, and each line has one long-lived task, no
+coroutine per event.
 
 Pins are injected (anything with ``value()``, ``irq(handler, trigger)`` and
 the IRQ_RISING / IRQ_FALLING constants), so tests can drive a fake pin.
