@@ -53,23 +53,8 @@ def report(label, xs):
 def backlog(vf, h, n):
     """n readings signed into the journal while the hub has no link (oximeter
     stored records, fetched over RACP); returns how many the hub took."""
-    addr = h.devices["oximeter"]["addr"]
-    with h.world() as w:
-        w.net_ap(h.ssid, up=False)
-        w.net_modem(reg="none")
-        w.ble("store", addr=addr, n=n)
     t0 = time.monotonic()
-    dev = {}
-    limit = max(600, 1.5 * n)  # a link takes 8 records: ~6 s each on this machine
-    while time.monotonic() < t0 + limit:  # the hub fetches them over RACP and signs each
-        with h.world() as w:
-            st = w.ble("state")
-        dev = next((d for d in st.get("devices", []) if d.get("addr") == addr), {})
-        if not dev.get("records"):
-            break
-        time.sleep(1)
-    left = dev.get("records", n)
-    # The device deletes its records only once the hub journaled all of them.
+    left = vf.offline_backlog(h, n, max(600, 1.5 * n))  # a link takes 8 records: ~6 s each here
     print(f"backlog: after {time.monotonic() - t0:.0f} s the device still holds {left} of {n} stored records "
           f"({'all taken' if not left else 'not all journaled by the hub'})")
     if left:  # say why: the hub's console tells
@@ -78,7 +63,7 @@ def backlog(vf, h, n):
         w.net_modem(reg="registered")
         w.net_ap(h.ssid, up=True)
     time.sleep(3)  # WiFi back and the session up again: the alarms below race the draining backlog
-    return n - left if not left else 0
+    return 0 if left else n
 
 
 def settle(vf, h, quiet_s=3.0, timeout=600):

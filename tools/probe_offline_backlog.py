@@ -41,19 +41,8 @@ def main() -> int:
             vf.configure(h)
             vf.wait_online(h, 60, memory_errors=3)
             mark = len(h.console_log())
-            addr = h.devices["oximeter"]["addr"]
-            with h.world() as w:
-                w.net_ap(h.ssid, up=False)
-                w.net_modem(reg="none")
-                w.ble("store", addr=addr, n=args.records)
             t0 = time.monotonic()
-            left = args.records
-            while time.monotonic() < t0 + args.seconds and left:
-                time.sleep(1)
-                with h.world() as w:
-                    st = w.ble("state")
-                dev = next((d for d in st.get("devices", []) if d.get("addr") == addr), {})
-                left = dev.get("records", left)
+            left = vf.offline_backlog(h, args.records, args.seconds)
             print(f"offline {time.monotonic() - t0:.0f} s: the hub took {args.records - left} of "
                   f"{args.records} stored records")
             for line in h.console_log()[mark:].decode(errors="replace").splitlines():

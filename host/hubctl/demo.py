@@ -338,6 +338,24 @@ class VirtualFleet:
             w.pin(DOOR_GPIO, level)
         return t
 
+    def offline_backlog(self, h: DemoHub, n: int, timeout: float) -> int:
+        """Cut WiFi and 4G, give the oximeter n stored records, and wait until the
+        hub has fetched and journaled them all (the device deletes its records
+        only then) or timeout seconds pass. The links stay cut. Returns how many
+        records the device still holds."""
+        addr = h.devices["oximeter"]["addr"]
+        with h.world() as w:
+            w.net_ap(h.ssid, up=False)
+            w.net_modem(reg="none")
+            w.ble("store", addr=addr, n=n)
+        left, end = n, time.monotonic() + timeout
+        while left and time.monotonic() < end:
+            time.sleep(1)
+            with h.world() as w:
+                devices = w.ble("state").get("devices", [])
+            left = next((d for d in devices if d.get("addr") == addr), {}).get("records", left)
+        return left
+
     # -- what arrived --------------------------------------------------------------------------
     def stored(self, h: DemoHub, kinds=None):
         return self.store.readings(h.hub_id, kinds=kinds)
