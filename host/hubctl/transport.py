@@ -140,17 +140,18 @@ class HubConsole:
         A hub that is still starting can swallow the first Ctrl-C in boot.py
         (main.py then runs on): interrupt again, a few times, before giving up.
         The error quotes what the hub sent instead of the prompt."""
-        said = ""
+        heard = error = ""
         for _attempt in range(self.ATTEMPTS):
             try:
                 with quiet_mpremote() as out:
                     self.transport.enter_raw_repl(soft_reset=soft_reset, timeout_overall=self.ATTEMPT_S)
                 return
             except (MpTransportError, OSError) as e:
-                heard = out.kept().strip()
-                if heard and heard != "b''":  # mpremote prints the bytes it read, even none
-                    said = heard
-                said = said or str(e)
+                error = str(e)
+                got = out.kept().strip()
+                if got and got != "b''":  # mpremote prints the bytes it read, even none
+                    heard = got  # the last attempt that heard anything
+        said = heard or error
         if what:
             raise TransportError(f"Lost the console on {self.port} {what} (the hub answered {said[-300:]!r}).",
                                  hint="Check the cable, then run the command again.")

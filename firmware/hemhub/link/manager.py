@@ -257,7 +257,6 @@ class LinkManager:
             try:
                 self.modem, self.ppp = self._cell()
             except MemoryError:
-                self.modem = self.ppp = None
                 self._drop_driver()  # a half-made import holds its heap until dropped
                 self._cst("cellular", "no memory")
                 self._cb.fail()
