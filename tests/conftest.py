@@ -22,6 +22,24 @@ def bundle(tmp_path_factory):
     return build(tmp_path_factory.mktemp("build") / "app")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test on a virtual hub shows the end of the hub's console, so a
+    failure seen only once (in CI) still says what the firmware was doing."""
+    report = yield
+    hub = getattr(item, "funcargs", {}).get("vhub")
+    if report.failed and call.when == "call" and hub is not None:
+        try:
+            tail = hub.console_log()[-HUB_LOG_TAIL:].decode(errors="replace")
+        except OSError as e:
+            tail = f"(the console log could not be read: {e})"
+        report.sections.append(("hub console (its last %d bytes)" % HUB_LOG_TAIL, tail))
+    return report
+
+
+HUB_LOG_TAIL = 4000
+
+
 @pytest.fixture
 def vhub(tmp_path, bundle):
     with run_hub(tmp_path / "hub", bundle) as rh:

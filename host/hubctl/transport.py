@@ -200,8 +200,13 @@ class HubConsole:
         try:
             t.exit_raw_repl()
             if self.resume:
-                t.serial.write(b"\x04")  # soft reset in the friendly REPL: boot.py, then main.py
-                t.read_until(1, b"soft reboot\r\n", timeout=2)
+                # Soft reset in the friendly REPL: boot.py, then main.py. A Ctrl-D
+                # that met no REPL (nothing at all came back) is sent once more,
+                # so the session never leaves the hub without its application.
+                for _ in range(2):
+                    t.serial.write(b"\x04")
+                    if t.read_until(1, b"soft reboot\r\n", timeout=2):
+                        break
         except (MpTransportError, OSError):
             pass
         finally:

@@ -45,3 +45,37 @@ def test_what_a_quiet_session_printed_is_kept_for_its_error():
         assert out.kept() == ""
         print("x" * 5000)
         assert len(out.kept()) == 600  # bounded
+
+
+class _Port:
+    """The serial side of a console that loses the first Ctrl-D (it met a hub
+    still printing, not yet at its REPL) and answers the second."""
+
+    def __init__(self, lost: int):
+        self.lost = lost
+        self.written: list[bytes] = []
+        self.serial = self
+
+    def write(self, b: bytes) -> None:
+        self.written.append(b)
+
+    def exit_raw_repl(self) -> None:
+        self.written.append(b"\r\x02")
+
+    def read_until(self, _n, ending: bytes, timeout: float) -> bytes:
+        if self.written.count(b"\x04") <= self.lost:
+            return b""
+        return b"MPY: " + ending
+
+    def close(self) -> None:
+        pass
+
+
+def test_closing_a_console_restarts_the_application_even_if_a_ctrl_d_is_lost():
+    from hubctl.transport import HubConsole
+
+    for lost, sent in ((0, 1), (1, 2)):
+        con = HubConsole.__new__(HubConsole)
+        con.transport, con.resume = _Port(lost), True
+        con.close()
+        assert con.transport.written.count(b"\x04") == sent
