@@ -107,10 +107,6 @@ def _u16(u):
     return b[0] | b[1] << 8 if len(b) == 2 else -1
 
 
-def mac_str(addr):
-    return ":".join("%02X" % b for b in addr)
-
-
 class Peripheral:
     """One enrolled device (from /data/config.json "peripherals")."""
 

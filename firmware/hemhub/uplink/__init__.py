@@ -42,8 +42,3 @@ def start(cfg, records, link=None):
     current.link = link
     return current
 
-
-def notify():
-    # A record was committed: look at the journal now (optional; it also polls).
-    if current is not None:
-        current.kick()
