@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Report: the firmware's heap on a virtual hub running the whole application.
 
-    .venv/bin/python tools/heap_report.py [--seconds N] [--modules-only [--modules A,B] | --app-only]
+    .venv/bin/python tools/heap_report.py [--seconds N] [--modules-only [--modules A,B] [--by-type] | --app-only]
 
 Builds the firmware, creates a virtual hub (96 KiB for the firmware: the board
 reserve is pinned, docs/decisions/0001-virtual-hub-heap.md), provisions its
@@ -20,6 +20,10 @@ prints, without asserting anything:
    lowest free heap while a BLE link to the scale, door alarms, signing,
    publishing and acks happen, and at the end the largest free block and the
    qstr pool (micropython.mem_info / qstr_info).
+
+With ``--modules-only --by-type`` it prints instead what each import leaves on
+the heap by the GC's type letter (function, str, tuple, dict, untyped tables),
+from the heap map before and after it (docs/decisions/0004, session-10 addendum).
 
 Figures and the command: docs/decisions/0003-application-heap.md.
 """
@@ -250,12 +254,66 @@ def configure(rh, home: Path, broker_port: int, peripherals: bool = True) -> Non
     write_config(rh, cfg)
 
 
+# micropython.mem_info(1) draws the heap one character per GC block: the head of
+# an allocation is a letter (its type, as the GC knows it: B function, S str,
+# T tuple, D dict, M module, A bytearray, L list, h anything else: dict and
+# constant tables, qstr tables, raw code), "=" its continuation, "." free.
+GC_TYPES = "hBSTDMALF"
+_MAP_LINE = re.compile(r"^([0-9a-f]{8}): (\S*)", re.M)
+
+
+def gc_heads(mem_info_1: str) -> dict[int, tuple[str, int]]:
+    """{block: (type letter, blocks)} of every allocation in a mem_info(1) map."""
+    lines = [(int(a, 16), row) for a, row in _MAP_LINE.findall(mem_info_1)]
+    if len(lines) < 2:
+        return {}
+    per_line = len(lines[0][1])
+    block = (lines[1][0] - lines[0][0]) // per_line  # bytes per block, from the labels
+    cells = {}
+    for addr, row in lines:
+        for i, c in enumerate(row):
+            cells[addr // block + i] = c
+    heads = {}
+    for k in sorted(cells):
+        if cells[k] not in ".=":
+            n = 1
+            while cells.get(k + n) == "=":
+                n += 1
+            heads[k] = (cells[k], n)
+    return heads
+
+
+def module_types(rh, modules) -> tuple[list, int]:
+    """([(module, {type letter: bytes}, freed bytes)], bytes per block): the
+    allocations each import leaves on the heap (after gc.collect), by GC type,
+    in the given order, and what it freed (tables that grew were moved)."""
+    rows = []
+    with HubConsole(rh.port) as con:
+        dump = "gc.collect()\nmicropython.mem_info(1)\n"
+        out = con.exec("import gc, micropython\n" + dump)
+        lines = _MAP_LINE.findall(out)
+        block = (int(lines[1][0], 16) - int(lines[0][0], 16)) // len(lines[0][1])
+        before = gc_heads(out)
+        for m in modules:
+            after = gc_heads(con.exec(f"import {m}\n" + dump))
+            by = dict.fromkeys(GC_TYPES, 0)
+            for k, (c, n) in after.items():
+                if before.get(k) != (c, n):
+                    by[c] = by.get(c, 0) + n * block
+            freed = sum(n * block for k, (c, n) in before.items() if after.get(k) != (c, n))
+            rows.append((m, by, freed))
+            before = after
+    return rows, block
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=15, help="how long the probe samples (default 15)")
     ap.add_argument("--settle", type=int, default=8, help="seconds from start to the start-up figure")
     ap.add_argument("--modules-only", action="store_true")
     ap.add_argument("--app-only", action="store_true")
+    ap.add_argument("--by-type", action="store_true",
+                    help="with --modules-only: what each import leaves on the heap, by the GC's type letter")
     ap.add_argument("--modules", metavar="A,B,...", type=lambda s: s.split(","), default=MODULES,
                     help="import these modules, in this order, instead of the application's list")
     ap.add_argument("--no-peripherals", action="store_true",
@@ -271,6 +329,19 @@ def main() -> int:
         try:
             with run_hub(base / "hub", bundle) as rh:
                 configure(rh, home, b.port, peripherals=not args.no_peripherals)
+                if args.by_type:
+                    rows, block = module_types(rh, args.modules)
+                    print(f"allocations each import leaves, by GC type (bytes; {block}-byte blocks; "
+                          "h = dict, constant and qstr tables, raw code; the console's own\n"
+                          "exec leaves ~64 B of A per row; freed: blocks the import let go, e.g. a table that grew):")
+                    print(f"  {'module':28} {'new':>6} " + " ".join(f"{c:>6}" for c in GC_TYPES) + f" {'freed':>6}")
+                    for m, by, freed in rows:
+                        print(f"  {m:28} {sum(by.values()):6} " + " ".join(f"{by[c]:6}" for c in GC_TYPES)
+                              + f" {freed:6}")
+                    tot = {c: sum(by[c] for _, by, _f in rows) for c in GC_TYPES}
+                    print(f"  {'total':28} {sum(tot.values()):6} " + " ".join(f"{tot[c]:6}" for c in GC_TYPES)
+                          + f" {sum(f for _, _b, f in rows):6}")
+                    return 0
                 if not args.app_only:
                     rows, start, end = module_costs(rh, args.modules)
                     print("import cost, in the application's order, one interpreter "
