@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 from hubctl.vhub.hubdir import HubDir
@@ -28,6 +29,26 @@ class RunningHub:
     def wait_ready(self, timeout: float = 15.0) -> dict:
         with self.world() as w:
             return w.wait_ready(timeout)
+
+    def boot_count(self) -> int:
+        """How many times the hub's interpreter has started (the supervisor counts)."""
+        with self.world() as w:
+            return w.state()["boot_count"]
+
+    def wait_app(self, after_boot: int | None = None, timeout: float = 15.0) -> None:
+        """The application has lit the status LED (GPIO 2), in a boot after boot
+        number `after_boot` when given. The LED pin keeps its level across a soft
+        reset, so after a console session only `after_boot` proves a new start."""
+        deadline = time.monotonic() + timeout
+        with self.world() as w:
+            while after_boot is not None and w.state()["boot_count"] <= after_boot:
+                assert time.monotonic() < deadline, (
+                    f"the hub did not restart after its console session (still boot {after_boot})")
+                time.sleep(0.05)
+            w.wait_ready(max(0.1, deadline - time.monotonic()))
+            while w.state()["pins"].get("2") != 1:
+                assert time.monotonic() < deadline, "the application did not start"
+                time.sleep(0.02)
 
     def console_log(self) -> bytes:
         return self.hub.console_log.read_bytes()

@@ -23,15 +23,10 @@ def hub(vhub, sim_only):
     return vhub
 
 
-def _wait_app(rh, timeout: float = 15.0) -> None:
+def _wait_app(rh, after_boot: int | None = None) -> None:
     """Wait until the application has started its tasks: the status LED
     (GPIO 2) is first lit after the gpio watchers are registered."""
-    deadline = time.monotonic() + timeout
-    with rh.world() as w:
-        w.wait_ready(timeout)
-        while w.state()["pins"].get("2") != 1:
-            assert time.monotonic() < deadline, "the application did not start"
-            time.sleep(0.02)
+    rh.wait_app(after_boot)
     time.sleep(0.3)
 
 
@@ -85,8 +80,9 @@ def test_short_press(hub):
 
 
 def test_long_press(vhub, sim_only):
+    boots = vhub.boot_count()
     write_config(vhub, {"button_long_press_ms": 1000})  # the session's end restarts the app
-    _wait_app(vhub)
+    _wait_app(vhub, after_boot=boots)
     with vhub.world() as w:
         w.pin(BUTTON, 0)
         time.sleep(1.4)

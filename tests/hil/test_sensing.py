@@ -76,25 +76,16 @@ def enrol(vhub, devices: list[dict], set_clock: bool = True) -> None:
             w.call("clock", set=int(time.time()))
         for d in devices:
             w.call("ble", op="add", **d)
-    boots = boot_count(vhub)
+    boots = vhub.boot_count()
     write_config(vhub, {"peripherals": [
         {"addr": d["addr"], "kind": d["kind"], "key": d.get("key"), "serves": "patient"} for d in devices]})
     wait_app(vhub, after_boot=boots)
 
 
-def boot_count(vhub) -> int:
-    with vhub.world() as w:
-        return w.state()["boot_count"]
-
-
 def wait_app(vhub, after_boot: int, timeout: float = 15.0) -> None:
-    """The application of a boot after boot number `after_boot` runs: that boot
-    happened, and the status LED (GPIO 2) is lit and the central scans. (The LED
-    pin keeps its level across a soft reset, so it alone proves no new start.)"""
-    with vhub.world() as w:
-        assert wait_until(lambda: w.state()["boot_count"] > after_boot, timeout), (
-            f"the hub did not restart after its console session (still boot {after_boot})")
-        assert wait_until(lambda: w.state()["pins"].get("2") == 1, timeout), "the application did not start"
+    """The application of a boot after boot number `after_boot` runs
+    (RunningHub.wait_app) and its central scans."""
+    vhub.wait_app(after_boot, timeout)
     radio = vhub.sup.parts["ble"]
     assert wait_until(lambda: radio.scan_until is not None, timeout), "the central did not start scanning"
 
@@ -213,7 +204,7 @@ def test_bp_bonds_and_keeps_its_key(vhub, sim_only):
         assert wait_until(lambda: dev.sent >= 1 and not radio.conns)
     ltk = dev.ltk
     assert ltk is not None  # bonded: the indication needs an encrypted link
-    boots = boot_count(vhub)
+    boots = vhub.boot_count()
     out = hub_exec(vhub.port, "print(open('/data/ble_keys.json').read())\n"
                    "import hemhub.service as s\ns.readings_json()\n").strip().splitlines()
     keys, r1 = json.loads(out[-2]), json.loads(out[-1])
