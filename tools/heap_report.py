@@ -262,13 +262,13 @@ GC_TYPES = "hBSTDMALF"
 _MAP_LINE = re.compile(r"^([0-9a-f]{8}): (\S*)", re.M)
 
 
-def gc_heads(mem_info_1: str) -> dict[int, tuple[str, int]]:
-    """{block: (type letter, blocks)} of every allocation in a mem_info(1) map."""
+def gc_heads(mem_info_1: str) -> tuple[int, dict[int, tuple[str, int]]]:
+    """(bytes per block, {block: (type letter, blocks)} of every allocation) of a
+    mem_info(1) map."""
     lines = [(int(a, 16), row) for a, row in _MAP_LINE.findall(mem_info_1)]
     if len(lines) < 2:
-        return {}
-    per_line = len(lines[0][1])
-    block = (lines[1][0] - lines[0][0]) // per_line  # bytes per block, from the labels
+        raise ValueError("no heap map in the hub's mem_info(1) output")
+    block = (lines[1][0] - lines[0][0]) // len(lines[0][1])  # bytes per block, from the labels
     cells = {}
     for addr, row in lines:
         for i, c in enumerate(row):
@@ -280,7 +280,7 @@ def gc_heads(mem_info_1: str) -> dict[int, tuple[str, int]]:
             while cells.get(k + n) == "=":
                 n += 1
             heads[k] = (cells[k], n)
-    return heads
+    return block, heads
 
 
 def module_types(rh, modules) -> tuple[list, int]:
@@ -290,12 +290,9 @@ def module_types(rh, modules) -> tuple[list, int]:
     rows = []
     with HubConsole(rh.port) as con:
         dump = "gc.collect()\nmicropython.mem_info(1)\n"
-        out = con.exec("import gc, micropython\n" + dump)
-        lines = _MAP_LINE.findall(out)
-        block = (int(lines[1][0], 16) - int(lines[0][0], 16)) // len(lines[0][1])
-        before = gc_heads(out)
+        block, before = gc_heads(con.exec("import gc, micropython\n" + dump))
         for m in modules:
-            after = gc_heads(con.exec(f"import {m}\n" + dump))
+            _, after = gc_heads(con.exec(f"import {m}\n" + dump))
             by = dict.fromkeys(GC_TYPES, 0)
             for k, (c, n) in after.items():
                 if before.get(k) != (c, n):
