@@ -105,7 +105,7 @@ def decode_characteristic(uuid_text: str, hex_text: str) -> dict:
     value is None."""
     u = uuid16(uuid_text)
     name = _CHAR_NAMES.get(u)
-    if name is None or u not in dict(gatt.UUIDS):
+    if name is None or u not in gatt.UUIDS:
         known = ", ".join(f"{k:04X} {v}" for k, v in _CHAR_NAMES.items())
         raise UsageError(f"Characteristic 0x{u:04X} is not one the hub decodes.",
                          hint=f"Supported: {known}.")

@@ -1,7 +1,7 @@
 # GATT characteristic codecs under MicroPython: the shared vectors in
 # protocol/vectors/gatt.json and a fuzz corpus (every input yields a dict or a
 # CodecError, nothing else).
-from hemhub.codec import CodecError, gatt
+from hemhub.codec import CodecError, gatt, gatt_racp
 from vectors import codec_error as _error
 from vectors import load
 from vectors import norm as _norm
@@ -49,15 +49,15 @@ def test_time_iso():
 def test_racp_encoders():
     vec = load("gatt")
     for v in vec["encode_racp"]:
-        out = gatt.encode_racp(v["opcode"], v["operator"], bytes.fromhex(v["operand"]))
+        out = gatt_racp.encode_racp(v["opcode"], v["operator"], bytes.fromhex(v["operand"]))
         assert out.hex() == v["hex"], v
     for v in vec["encode_racp_errors"]:
-        msg = _error(gatt.encode_racp, v["opcode"], v["operator"], bytes.fromhex(v["operand"]))
+        msg = _error(gatt_racp.encode_racp, v["opcode"], v["operator"], bytes.fromhex(v["operand"]))
         assert v["error"] in msg, (v, msg)
 
 
 def _check_all_uuids(data):
-    for uuid, _ in gatt.UUIDS:
+    for uuid in gatt.UUIDS:
         try:
             out = gatt.decode(uuid, data)
         except CodecError:

@@ -3,12 +3,7 @@
 import json
 
 from hemhub.codec import CodecError
-from hemhub.codec.ieee11073 import (
-    decode_float,
-    decode_sfloat,
-    float_parts,
-    sfloat_parts,
-)
+from hemhub.codec.gatt import decode_float, decode_sfloat, medfloat_parts
 from hemhub.codec.ieee11073_encode import encode_float, encode_sfloat
 
 _SPECIAL = ("nan", "nres", "+inf", "-inf", "reserved")
@@ -88,7 +83,7 @@ def test_every_sfloat_pattern_decodes_and_round_trips():
             specials += 1
             assert encode_sfloat(reason) == b
             continue
-        _, exponent = sfloat_parts(raw)
+        _, exponent = medfloat_parts(raw, 12)
         assert encode_sfloat(value, exponent) == b, (raw, value)
     assert specials == 5
 
@@ -106,7 +101,7 @@ def test_float_patterns_sampled_round_trip():
         if value is None:
             assert encode_float(reason) == b
             continue
-        _, exponent = float_parts(raw)
+        _, exponent = medfloat_parts(raw, 24)
         assert encode_float(value, exponent) == b, (hex(raw), value)
 
 

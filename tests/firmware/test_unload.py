@@ -12,7 +12,7 @@ def _free():
     return gc.mem_free()
 
 
-_GATT_SIDE = ("gatt", "gatt_weight", "gatt_plx", "gatt_bp", "gatt_temp", "gatt_fields", "ieee11073")
+_GATT_SIDE = ("gatt", "gatt_weight", "gatt_plx", "gatt_bp", "gatt_temp", "gatt_device", "gatt_racp")
 
 
 def _link_cycle():

@@ -13,19 +13,14 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 from hemhub.codec import CodecError, aes_ccm, bthome, gatt
 from hemhub.codec import bthome_encode as enc
-from hemhub.codec.ieee11073 import (
-    decode_float,
-    decode_sfloat,
-    float_parts,
-    sfloat_parts,
-)
+from hemhub.codec.gatt import decode_float, decode_sfloat, medfloat_parts
 from hemhub.codec.ieee11073_encode import encode_float, encode_sfloat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SPECIALS = {"nan", "nres", "+inf", "-inf", "reserved"}
-UUIDS = [u for u, _ in gatt.UUIDS]
+UUIDS = list(gatt.UUIDS)
 KEY = bytes(range(16))
 MAC = "A4:C1:38:12:34:56"
 
@@ -99,7 +94,7 @@ def test_sfloat_pattern_round_trip(raw):
     if value is None:
         assert reason in SPECIALS and encode_sfloat(reason) == b
     else:
-        assert encode_sfloat(value, sfloat_parts(raw)[1]) == b
+        assert encode_sfloat(value, medfloat_parts(raw, 12)[1]) == b
 
 
 @settings(max_examples=300, deadline=None)
@@ -111,7 +106,7 @@ def test_float_pattern_round_trip(mantissa, exponent):
     if value is None:
         assert reason in SPECIALS and encode_float(reason) == b
     else:
-        assert float_parts(raw) == (mantissa, exponent)
+        assert medfloat_parts(raw, 24) == (mantissa, exponent)
         assert encode_float(value, exponent) == b
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
-from hemhub.codec import CodecError, aes_ccm, bthome, gatt
+from hemhub.codec import CodecError, aes_ccm, bthome, gatt, gatt_racp
 from hemhub.codec import bthome_encode as enc
-from hemhub.codec.ieee11073 import decode_float, decode_sfloat
+from hemhub.codec.gatt import decode_float, decode_sfloat
 from hemhub.codec.ieee11073_encode import encode_float, encode_sfloat
 from vectors import norm, same
 
@@ -105,10 +105,10 @@ def test_gatt_encoders():
         out = gatt.encode_current_time(tuple(v["time"]), v["day_of_week"], v["fractions256"], v["adjust_reason"])
         assert out.hex() == v["hex"]
     for v in GATT["encode_racp"]:
-        assert gatt.encode_racp(v["opcode"], v["operator"], h(v["operand"])).hex() == v["hex"]
+        assert gatt_racp.encode_racp(v["opcode"], v["operator"], h(v["operand"])).hex() == v["hex"]
     for v in GATT["encode_racp_errors"]:
         with pytest.raises(CodecError, match=v["error"]):
-            gatt.encode_racp(v["opcode"], v["operator"], h(v["operand"]))
+            gatt_racp.encode_racp(v["opcode"], v["operator"], h(v["operand"]))
 
 
 # ---- BTHome ----

@@ -11,7 +11,7 @@ except ImportError:  # CPython
         return x
 
 
-from hemhub.codec.gatt_fields import Reader, observation
+from hemhub.codec.gatt import Reader, observation
 from hemhub.codec.names import bit_names, word
 
 # IEEE 11073-10101 nomenclature codes (MDC), as in SYSTEM.md section 7
@@ -50,7 +50,7 @@ def blood_pressure_measurement(data):
     user = r.u8() if flags & 0x08 else None
     status = None
     if flags & 0x10:
-        s = r.u16()
+        s = r.uint(2)
         status = bit_names(s, _BP_STATUS)  # names in bit order
         rng = word(_BP_PULSE_RANGE, (s >> 3) & 0x03)
         if rng is not None:

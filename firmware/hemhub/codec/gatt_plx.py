@@ -11,7 +11,7 @@ except ImportError:  # CPython
         return x
 
 
-from hemhub.codec.gatt_fields import Reader, observation
+from hemhub.codec.gatt import Reader, observation
 from hemhub.codec.names import bit_names
 
 # IEEE 11073-10101 nomenclature codes (MDC), as in SYSTEM.md section 7
@@ -48,7 +48,7 @@ def _spo2_pr(r):
 
 
 def _plx_tail(r, result, status_bit, device_bit, pai_bit, flags):
-    meas = r.u16() if flags & status_bit else None
+    meas = r.uint(2) if flags & status_bit else None
     dev = r.uint(3) if flags & device_bit else None
     if flags & pai_bit:
         result["observations"].append(observation(_MDC_PULS_OXIM_PERF_REL, r.sfloat(), "%"))
@@ -111,8 +111,8 @@ def plx_features(data):
     Measurement Status Support uint16 if bit 0, Device and Sensor Status
     Support uint24 if bit 1."""
     r = Reader(data, "PLX Features")
-    f = r.u16()
-    meas = r.u16() if f & 0x01 else None
+    f = r.uint(2)
+    meas = r.uint(2) if f & 0x01 else None
     dev = r.uint(3) if f & 0x02 else None
     r.end()
     return {

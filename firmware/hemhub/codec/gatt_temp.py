@@ -11,7 +11,7 @@ except ImportError:  # CPython
         return x
 
 
-from hemhub.codec.gatt_fields import Reader, observation
+from hemhub.codec.gatt import Reader, observation
 from hemhub.codec.names import word
 
 # IEEE 11073-10101 nomenclature codes (MDC), as in SYSTEM.md section 7

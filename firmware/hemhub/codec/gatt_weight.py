@@ -11,7 +11,7 @@ except ImportError:  # CPython
         return x
 
 
-from hemhub.codec.gatt_fields import Reader, observation
+from hemhub.codec.gatt import Reader, observation
 from hemhub.codec.names import bit_names
 
 # IEEE 11073-10101 nomenclature codes (MDC), as in SYSTEM.md section 7
@@ -31,7 +31,7 @@ def weight_measurement(data):
     r = Reader(data, "Weight Measurement")
     flags = r.u8()
     imperial = flags & 0x01
-    raw = r.u16()
+    raw = r.uint(2)
     if raw == _WEIGHT_UNSUCCESSFUL:
         mass = (None, "unsuccessful")
     else:
@@ -40,8 +40,8 @@ def weight_measurement(data):
     user = r.u8() if flags & 0x04 else None
     obs = [observation(_MDC_MASS_BODY_ACTUAL, mass, "[lb_av]" if imperial else "kg")]
     if flags & 0x08:
-        obs.append(observation(_MDC_RATIO_MASS_BODY_LEN_SQ, (r.u16() / 10, None), "kg/m2"))
-        height = r.u16()
+        obs.append(observation(_MDC_RATIO_MASS_BODY_LEN_SQ, (r.uint(2) / 10, None), "kg/m2"))
+        height = r.uint(2)
         obs.append(
             observation(_MDC_LEN_BODY_ACTUAL, (height / 10 if imperial else height / 1000, None), "[in_i]" if imperial else "m")
         )
@@ -49,9 +49,11 @@ def weight_measurement(data):
     return {"characteristic": "weight_measurement", "flags": flags, "time": time, "user_id": user, "observations": obs}
 
 
-# Weight Scale Feature resolution codes 1..7: (grams, 1/100 lb); height 1..3: (mm, 1/10 in)
-_WEIGHT_RES = ((500, 100), (200, 50), (100, 20), (50, 10), (20, 5), (10, 2), (5, 1))
-_HEIGHT_RES = ((10, 10), (5, 5), (1, 1))
+# Weight Scale Feature resolution codes 1..7: byte k is code k + 1's step in
+# units of 5 g and of 1/100 lb; height codes 1..3: in mm and in 1/10 in alike.
+_WEIGHT_RES_5G = b"\x64\x28\x14\x0a\x04\x02\x01"  # 0.5 0.2 0.1 0.05 0.02 0.01 0.005 kg
+_WEIGHT_RES_LB = b"\x64\x32\x14\x0a\x05\x02\x01"  # 1 0.5 0.2 0.1 0.05 0.02 0.01 lb
+_HEIGHT_RES = b"\x0a\x05\x01"  # 0.01 0.005 0.001 m; 1 0.5 0.1 in
 _WSF_NAMES = "timestamp multiple_users bmi"
 
 
@@ -67,8 +69,8 @@ def weight_scale_feature(data):
     r.end()
     w = (f >> 3) & 0x0F
     h = (f >> 7) & 0x07
-    wr = _WEIGHT_RES[w - 1] if 1 <= w <= 7 else None
-    hr = _HEIGHT_RES[h - 1] if 1 <= h <= 3 else None
+    wr = (_WEIGHT_RES_5G[w - 1] * 5, _WEIGHT_RES_LB[w - 1]) if 1 <= w <= 7 else None
+    hr = (_HEIGHT_RES[h - 1],) * 2 if 1 <= h <= 3 else None
     return {
         "characteristic": "weight_scale_feature",
         "features": bit_names(f, _WSF_NAMES),

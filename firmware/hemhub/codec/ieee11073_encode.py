@@ -1,5 +1,5 @@
 """IEEE 11073-20601 SFLOAT-Type and FLOAT-Type encoders (Annex F.8), the
-inverse of hemhub.codec.ieee11073's decoders: for the virtual hub's simulated
+inverse of the decoders in hemhub.codec.gatt (decode_sfloat, decode_float): for the virtual hub's simulated
 devices and the tests. Kept apart so that a hub, which only decodes, does not
 load them with every GATT link.
 """
@@ -13,7 +13,8 @@ except ImportError:  # CPython
 
 
 from hemhub.codec import CodecError
-from hemhub.codec.ieee11073 import _FLOAT_SPECIAL, _SFLOAT_SPECIAL
+from hemhub.codec.gatt import SPECIAL_REASONS
+from hemhub.codec.names import word_index
 
 _SFLOAT_MANT_MAX = const(2047)  # 12-bit two's complement range -2048..2047
 _FLOAT_MANT_MAX = const(8388607)  # 24-bit two's complement range
@@ -30,7 +31,9 @@ def _round_half_away(x):
     return -int(-x + 0.5)
 
 
-def _special_pattern(table, value):
+def _special_pattern(mantissa_bits, value):
+    # The pattern of a special value (exponent 0, F.8; gatt.SPECIAL_REASONS word
+    # k has mantissa half - 2 + k), or None for an ordinary number.
     if value is None:
         value = "nan"
     elif isinstance(value, float):
@@ -44,9 +47,9 @@ def _special_pattern(table, value):
             return None
     elif not isinstance(value, str):
         return None
-    for pattern, reason in table:
-        if reason == value:
-            return pattern
+    k = word_index(SPECIAL_REASONS, value)
+    if k >= 0:
+        return (1 << (mantissa_bits - 1)) - 2 + k
     raise CodecError("unknown special value %r (use nan, nres, +inf, -inf, reserved)" % (value,))
 
 
@@ -80,7 +83,7 @@ def encode_sfloat(value, exponent=0):
     exponent sets the resolution: encode_sfloat(36.6, -1) == b'\\x6e\\xf1'.
     None and float NaN encode NaN; float infinities encode +INF / -INF.
     """
-    pattern = _special_pattern(_SFLOAT_SPECIAL, value)
+    pattern = _special_pattern(12, value)
     if pattern is None:
         if not (_SFLOAT_EXP_MIN <= exponent <= _SFLOAT_EXP_MAX):
             raise CodecError("SFLOAT exponent %d outside -8..7" % exponent)
@@ -91,7 +94,7 @@ def encode_sfloat(value, exponent=0):
 
 def encode_float(value, exponent=0):
     """value (number, None or a special-value reason) -> 4 bytes FLOAT; F.8."""
-    pattern = _special_pattern(_FLOAT_SPECIAL, value)
+    pattern = _special_pattern(24, value)
     if pattern is None:
         if not (_FLOAT_EXP_MIN <= exponent <= _FLOAT_EXP_MAX):
             raise CodecError("FLOAT exponent %d outside -128..127" % exponent)

@@ -31,7 +31,7 @@ def link_unload():
     its import failed half-way (MemoryError)."""
     from hemhub import unload
 
-    unload("hemhub.codec", "gatt", "gatt_weight", "gatt_plx", "gatt_bp", "gatt_temp", "gatt_fields", "ieee11073")
+    unload("hemhub.codec", "gatt", "gatt_weight", "gatt_plx", "gatt_bp", "gatt_temp", "gatt_device", "gatt_racp")
     unload("hemhub.sense", "link")
 
 

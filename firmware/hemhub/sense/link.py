@@ -20,6 +20,7 @@ import time
 from micropython import const
 
 from hemhub.codec import CodecError, gatt
+from hemhub.codec.names import word
 from hemhub.sense.central import Disconnected, _Link
 
 _PROP_WRITE = const(0x08)
@@ -30,14 +31,15 @@ _UUID_CURRENT_TIME = const(0x2A2B)
 _UUID_BATTERY = const(0x2A19)
 _SEEN = const(48)  # recent record keys (dedupe across reconnects)
 _BATCH = const(8)  # stored records a link takes beyond those handed over before
-_STORED_UUIDS = (0x2A5E,)  # where RACP reports stored records: PLX Spot-Check Measurement
+_UUID_STORED = const(0x2A5E)  # where RACP reports stored records: PLX Spot-Check Measurement
 _OP_MS = const(3000)
 _CONNECT_MS = const(2500)
 _IDLE_MS = const(2000)  # a device quiet this long has sent everything
 _LINK_MS = const(60000)  # a stuck link ends here whatever the device does
 _TRUSTED_YEAR = const(2024)  # the hub's RTC starts at 2000 until the uplink sets it
 # Device Information (0x180A) and Battery (0x180F) characteristics read at connection
-_INFO = ((0x2A29, "manufacturer"), (0x2A24, "model"), (0x2A25, "serial"), (0x2A26, "firmware"))
+_INFO_UUIDS = (0x2A29, 0x2A24, 0x2A25, 0x2A26)
+_INFO_KEYS = "manufacturer model serial firmware"  # word k: what _INFO_UUIDS[k] holds
 _EXTRA_SERVICES = (0x180A, 0x180F, 0x1805)
 
 
@@ -56,22 +58,24 @@ async def _wait(self, link, cond, ms=_OP_MS):
         except asyncio.TimeoutError:
             pass
 
-async def _op(self, link, start, ms=_OP_MS):
+async def _op(self, link, ms, start, *args):
+    # start(*args) begins a GATT operation; its status (0 = done) once the IRQ
+    # handler has it
     link.done = None
     link.results = []
     link.value = None
-    start()
+    start(*args)
     await _wait(self, link, lambda: link.done is not None, ms)
     return link.done
 
 async def _discover(self, link):
     h = link.handle
-    await _op(self, link, lambda: self.ble.gattc_discover_services(h))
+    await _op(self, link, _OP_MS, self.ble.gattc_discover_services, h)
     wanted = (link.dev.profile[0],) + _EXTRA_SERVICES
     services = [s for s in link.results if s[2] in wanted]
     chars = {}
     for start, end, _u in services:
-        await _op(self, link, lambda s=start, e=end: self.ble.gattc_discover_characteristics(h, s, e))
+        await _op(self, link, _OP_MS, self.ble.gattc_discover_characteristics, h, start, end)
         for c_end, vh, props, uuid in link.results:
             chars[uuid] = (vh, c_end, props)
             link.uuids[vh] = uuid
@@ -79,15 +83,15 @@ async def _discover(self, link):
 
 async def _subscribe(self, link, vh, c_end, props):
     h = link.handle
-    await _op(self, link, lambda: self.ble.gattc_discover_descriptors(h, vh + 1, c_end))
+    await _op(self, link, _OP_MS, self.ble.gattc_discover_descriptors, h, vh + 1, c_end)
     for dh, uuid in link.results:
         if uuid == _UUID_CCCD:
             value = b"\x02\x00" if props & _PROP_INDICATE else b"\x01\x00"
-            return await _op(self, link, lambda dh=dh, v=value: self.ble.gattc_write(h, dh, v, 1)) == 0
+            return await _op(self, link, _OP_MS, self.ble.gattc_write, h, dh, value, 1) == 0
     return False
 
 async def _read(self, link, vh):
-    if await _op(self, link, lambda: self.ble.gattc_read(link.handle, vh)) == 0:
+    if await _op(self, link, _OP_MS, self.ble.gattc_read, link.handle, vh) == 0:
         return link.value
     return None
 
@@ -125,19 +129,19 @@ async def _transfer(self, link):
     d = link.dev
     h = link.handle
     try:
-        await _op(self, link, lambda: self.ble.gattc_exchange_mtu(h), 1000)
+        await _op(self, link, 1000, self.ble.gattc_exchange_mtu, h)
     except asyncio.TimeoutError:
         pass  # the default MTU (23) does for every health measurement
     if d.bond:
-        await _op(self, link, lambda: self.ble.gap_pair(h), 5000)
+        await _op(self, link, 5000, self.ble.gap_pair, h)
         if not link.encrypted:
             raise OSError("pairing failed")
     chars = await _discover(self, link)
-    for uuid, key in _INFO:
+    for k, uuid in enumerate(_INFO_UUIDS):
         if uuid in chars:
             v = await _read(self, link, chars[uuid][0])
             if v is not None:
-                d.info[key] = v.decode("utf-8", "replace") if isinstance(v, bytes) else None
+                d.info[word(_INFO_KEYS, k)] = v.decode("utf-8", "replace") if isinstance(v, bytes) else None
     if _UUID_BATTERY in chars:
         v = await _read(self, link, chars[_UUID_BATTERY][0])
         if v:
@@ -147,7 +151,7 @@ async def _transfer(self, link):
         t = time.gmtime()
         # CTS 3.1: adjust reason bit 1, external reference time update
         data = gatt.encode_current_time(t[:6], t[6] + 1, 0, 2)
-        d.info["clock_set"] = await _op(self, link, lambda: self.ble.gattc_write(h, ct[0], data, 1)) == 0
+        d.info["clock_set"] = await _op(self, link, _OP_MS, self.ble.gattc_write, h, ct[0], data, 1) == 0
     for uuid in d.profile[1]:
         if uuid in chars:
             vh, c_end, props = chars[uuid]
@@ -162,17 +166,17 @@ async def _transfer(self, link):
             return
         await _drain(self, link)
 
-async def _drain(self, link, racp=None):
+async def _drain(self, link, report=False):
     """Deliver queued values (while a report of stored records runs, those go
-    to `racp`, its _Stored); returns the last RACP response seen."""
+    to _take); returns the last RACP response seen."""
     got = None
     while link.values:
         vh, raw, n = link.values.pop(0)
         uuid = link.uuids.get(vh)
         if uuid is None:
             continue
-        if racp is not None and n:
-            racp.take(self, link, uuid, raw, n - 1)
+        if report and n:
+            _take(self, link, uuid, raw, n - 1)
             continue
         res = _decode(self, link.dev, uuid, raw)
         if res is None:
@@ -239,78 +243,81 @@ def _deliver(self, d, uuid, res, raw):
         del self._seen[:-_SEEN]
     return True
 
-async def _racp(self, link, vh, op, records=None, ms=_OP_MS * 3):
-    h = link.handle
-    req = gatt.encode_racp(op, "all")
-    if await _op(self, link, lambda: self.ble.gattc_write(h, vh, req, 1)) != 0:
+async def _racp(self, link, vh, op, report=False, ms=_OP_MS * 3):
+    req = gatt.profile("gatt_racp").encode_racp(op, "all")
+    if await _op(self, link, _OP_MS, self.ble.gattc_write, link.handle, vh, req, 1) != 0:
         return None
     end = time.ticks_add(time.ticks_ms(), ms)
     while True:
         await _wait(self, link, lambda: link.values, max(1, time.ticks_diff(end, time.ticks_ms())))
-        got = await _drain(self, link, records)
+        got = await _drain(self, link, report)
         if got is not None:
             return got
-        if records is not None and records.stopped:
+        if report and link.stopped:
             return None  # the report was cut short: its answer is not awaited
 
-class _Stored:
-    """One RACP report of stored records (PLXS 3.4). A device may hold hundreds:
-    decoded and held until the report ends they would not fit the heap, and
-    signed as they arrive they would stall the event loop while the device
-    goes on sending (the link's queue of _QUEUE values then drops some). So a
-    link takes the raw values of at most _BATCH records beyond those an earlier
-    link handed over (Peripheral.racp_done: skipped without decoding), hands
-    them on after the report, and the next link goes on from there. Records
-    are numbered as they arrive (central.py counts them in the IRQ, dropped or
-    not), so the batch is a contiguous run: a dropped record ends it, a dropped
-    one that an earlier link handed over does not matter."""
+def _start_report(link, vh):
+    """Begin one RACP report of stored records (PLXS 3.4) on value handle vh.
 
-    def __init__(self, link, vh):
-        self.skip, self.key = link.dev.racp_done or (0, None)
-        self.raw = []  # (uuid, value) of this link's batch
-        self.stopped = False
-        link.arrived = 0
-        link.count_vh = vh
+    A device may hold hundreds: decoded and held until the report ends they
+    would not fit the heap, and signed as they arrive they would stall the
+    event loop while the device goes on sending (the link's queue of _QUEUE
+    values then drops some). So a link takes the raw values of at most _BATCH
+    records beyond those an earlier link handed over (Peripheral.racp_done:
+    skipped without decoding), hands them on after the report (_hand_over),
+    and the next link goes on from there. Records are numbered as they arrive
+    (central.py counts them in the IRQ, dropped or not), so the batch is a
+    contiguous run: a dropped record ends it, a dropped one that an earlier
+    link handed over does not matter. The report's state lives on the link:
+    skip and key (what racp_done said), batch ((uuid, value) of this link's
+    records) and stopped."""
+    link.skip, link.key = link.dev.racp_done or (0, None)
+    link.batch = []
+    link.stopped = False
+    link.arrived = 0
+    link.count_vh = vh
 
-    def take(self, central, link, uuid, raw, i):
-        # i: the record's place in the report, from 0
-        if self.stopped:
-            return
-        if i < self.skip:
-            central.counters["duplicates"] += 1
-            if i == self.skip - 1 and raw != self.key:
-                # Not the list an earlier link saw (the device dropped or reordered
-                # records): start from its first record next time (_seen drops repeats).
-                link.dev.racp_done = None
-                self.stopped = True
-        elif i == self.skip + len(self.raw) and len(self.raw) < _BATCH:
-            self.raw.append((uuid, raw))
-        else:
-            self.stopped = True  # the one before was dropped, or a full batch: the next link goes on
 
-    async def hand_over(self, central, link):
-        """Decode and hand on the batch, each once the record path has room;
-        True when every record of it was taken."""
-        d = link.dev
-        done = self.skip
-        for uuid, raw in self.raw:
-            res = _decode(central, d, uuid, raw)
-            if res is not None:  # (one that never decodes is handled, not kept)
-                r = _reading(central, d, uuid, res, raw)
-                end = time.ticks_add(time.ticks_ms(), _OP_MS)
-                while not _deliver(central, d, uuid, r, raw):
-                    # The record path's queue is full (it signs one at a time).
-                    if time.ticks_diff(end, time.ticks_ms()) <= 0:
-                        return False
-                    await asyncio.sleep_ms(20)
-            done += 1
-            d.racp_done = (done, raw)
-        return True
+def _take(self, link, uuid, raw, i):
+    # a stored record, i its place in the report from 0
+    if link.stopped:
+        return
+    if i < link.skip:
+        self.counters["duplicates"] += 1
+        if i == link.skip - 1 and raw != link.key:
+            # Not the list an earlier link saw (the device dropped or reordered
+            # records): start from its first record next time (_seen drops repeats).
+            link.dev.racp_done = None
+            link.stopped = True
+    elif i == link.skip + len(link.batch) and len(link.batch) < _BATCH:
+        link.batch.append((uuid, raw))
+    else:
+        link.stopped = True  # the one before was dropped, or a full batch: the next link goes on
+
+
+async def _hand_over(self, link):
+    """Decode and hand on the report's batch, each once the record path has
+    room; True when every record of it was taken."""
+    d = link.dev
+    done = link.skip
+    for uuid, raw in link.batch:
+        res = _decode(self, d, uuid, raw)
+        if res is not None:  # (one that never decodes is handled, not kept)
+            r = _reading(self, d, uuid, res, raw)
+            end = time.ticks_add(time.ticks_ms(), _OP_MS)
+            while not _deliver(self, d, uuid, r, raw):
+                # The record path's queue is full (it signs one at a time).
+                if time.ticks_diff(end, time.ticks_ms()) <= 0:
+                    return False
+                await asyncio.sleep_ms(20)
+        done += 1
+        d.racp_done = (done, raw)
+    return True
 
 
 async def _fetch_records(self, link, vh):
     """PLXS 3.4: report stored records, hand them on a batch per link
-    (_Stored), delete them only when every one is confirmed stored (sync: in
+    (_start_report), delete them only when every one is confirmed stored (sync: in
     the journal). A link that ends first leaves them on the device. Returns
     False when the report was cut short: the link then ends, the next goes on."""
     n = await _racp(self, link, vh, "report_number_of_stored_records")
@@ -321,18 +328,18 @@ async def _fetch_records(self, link, vh):
         await self.sync()  # an idle record path does not stall the loop while values arrive
     spot = None
     for h, u in link.uuids.items():
-        if u in _STORED_UUIDS:
+        if u == _UUID_STORED:
             spot = h
     if spot is None:
         return True  # no characteristic of ours carries its records
-    st = _Stored(link, spot)
+    _start_report(link, spot)
     try:
-        resp = await _racp(self, link, vh, "report_stored_records", st)
+        resp = await _racp(self, link, vh, "report_stored_records", True)
     finally:
         link.count_vh = None
-    if not await st.hand_over(self, link) or st.stopped:
+    if not await _hand_over(self, link) or link.stopped:
         return False
-    if not resp or resp.get("response") != "success" or st.skip + len(st.raw) != n["count"]:
+    if not resp or resp.get("response") != "success" or link.skip + len(link.batch) != n["count"]:
         return False
     if self.sync is not None and not await self.sync():
         return True  # not committed (or no journal): the device keeps them
