@@ -175,6 +175,79 @@ def test_an_alarm_gets_the_spare_block_first_and_waits_out_a_full_queue():
     assert c._spare is not None and len(c._spare) == 1024  # taken back for the next alarm
 
 
+def test_alarms_the_record_path_cannot_take_for_seconds_are_owed_in_order_not_lost():
+    # A heap full for 2.5 s (every hand-over meets MemoryError): the alarms are
+    # kept in the central's owed slots, the alarm task goes on decoding, and once
+    # the heap has room they are handed over in the order they happened, with
+    # the time they were received. Only an alarm that finds every slot taken is
+    # lost, and that is said and counted.
+    ble = FakeBLE()
+    got, full = [], [True]
+
+    def consumer(e):
+        if full[0]:
+            raise MemoryError("allocating 272 bytes")
+        got.append((e["event"], e["value"], e["time"]))
+
+    c = Central(ble, [{"addr": DOOR, "kind": "door", "key": None}], lambda r: True, consumer)
+    t_rx = utime.time()
+
+    async def main():
+        task = asyncio.create_task(c.run())
+        await asyncio.sleep_ms(5)
+        for pid in range(1, 7):  # open, close, open, close, open, close
+            ble.advert(DOOR, enc.encode([(0x00, pid), (0x1A, pid % 2 == 1)]))
+            await asyncio.sleep_ms(400)
+        assert c.counters["adverts"] == 6, c.counters  # the alarm task was never stuck
+        assert c.counters["owed"] == 4 and c.counters["lost"] == 2, c.counters
+        assert "4 alarms already wait" in c.last_error, c.last_error
+        await asyncio.sleep_ms(100)
+        full[0] = False
+        await asyncio.sleep_ms(300)
+        task.cancel()
+
+    _run(main)
+    assert [(ev, v) for ev, v, _ in got] == [("door", True), ("door", False), ("door", True), ("door", False)], got
+    assert got[0][2] - t_rx <= 1, (got[0][2], t_rx)  # received at t_rx, handed over 2.5 s later
+    assert c.counters["events"] == 4 and c._owed_n == 0 and c._owed == [None] * len(c._owed)
+
+
+def test_the_alarm_task_lives_on_when_the_heap_cannot_even_hold_an_alarm():
+    # A MemoryError outside the retries (here: listing the advert's events) loses
+    # that alarm, counted and said, but not the task: the next alarm goes through.
+    from hemhub.codec import bthome
+
+    ble = FakeBLE()
+    got = []
+    c = Central(ble, [{"addr": DOOR, "kind": "door", "key": None}], lambda r: True,
+                lambda e: got.append((e["event"], e["value"])))
+    events = bthome.events
+    calls = []
+
+    def events_once_out_of_heap(kind, res):
+        calls.append(kind)
+        if len(calls) == 1:
+            raise MemoryError("allocating 64 bytes")
+        return events(kind, res)
+
+    async def main():
+        task = asyncio.create_task(c.run())
+        await asyncio.sleep_ms(5)
+        ble.advert(DOOR, enc.encode([(0x00, 1), (0x1A, True)]))
+        await asyncio.sleep_ms(50)
+        ble.advert(DOOR, enc.encode([(0x00, 2), (0x1A, False)]))
+        await asyncio.sleep_ms(50)
+        task.cancel()
+
+    bthome.events = events_once_out_of_heap
+    try:
+        _run(main)
+    finally:
+        bthome.events = events
+    assert got == [("door", False)], got
+    assert c.counters["lost"] == 1 and "no heap even to keep it" in c.last_error, (c.counters, c.last_error)
+
+
 def test_a_gatt_link_waits_while_it_is_deferred_and_alarms_do_not():
     ble = FakeBLE()
     c, _r, events = _central(ble, [{"addr": SCALE, "kind": "scale", "key": None}])

@@ -72,6 +72,16 @@ _SHORT_MAX_MS = const(32000)
 _SPARE = const(1024)
 _MEMORY_TRIES = const(250)
 _MEMORY_WAIT_MS = const(20)
+# A decoded alarm the record path cannot take within _HANDOVER_TRIES waits is
+# owed: kept in one of _OWED slots (made at start-up: keeping it allocates
+# nothing) and handed over, oldest first, as soon as the heap or the queue has
+# room, while the alarm task goes on with the next adverts. An alarm lost is
+# the worst this product can do: only one that finds every slot taken is.
+_HANDOVER_TRIES = const(10)
+_OWED = const(4)
+_OWED_FIELDS = const(6)  # device, event, object, value, rx ticks, waits
+_REPAY_MS = const(100)
+_FAILED = object()  # what _patiently returns when fn never went through
 _DEFER_MS = const(100)  # how often a deferred GATT link looks again
 _DEFER_MAX_MS = const(30000)  # and how long it waits at most
 
@@ -165,10 +175,13 @@ class Central:
             self.devices[bytes(p.addr)] = p
         self.counters = {"unknown_adverts": 0, "adverts": 0, "rejected": 0, "dropped": 0, "oversized": 0,
                          "invalid": 0, "connections": 0, "failed": 0, "readings": 0, "duplicates": 0,
-                         "events": 0, "no_memory": 0, "lost": 0, "spare_used": 0}
+                         "events": 0, "no_memory": 0, "lost": 0, "owed": 0, "spare_used": 0}
         self.last_error = None
         self._short = 0  # GATT links in a row that found no heap
         self._spare = bytearray(_SPARE)  # given up for an alarm that meets a full heap
+        self._owed = [None] * (_OWED * _OWED_FIELDS)  # a ring of owed alarms' fields
+        self._owed_head = 0
+        self._owed_n = 0
         self._adv = []
         self._wakes = 0
         self._adv_flag = asyncio.ThreadSafeFlag()
@@ -267,28 +280,99 @@ class Central:
                 waits = self._wakes - woke
                 self.counters["adverts"] += 1
                 try:
-                    # receive() changes the device's replay state only once it
-                    # succeeds, so decoding the same advert again is safe.
-                    res = await self._patiently(self._decode, d, adv)
-                except CodecError as e:
-                    # A replay, a downgrade, a MIC failure: loud, a technical alarm.
-                    self.counters["rejected"] += 1
-                    await self._patiently(self._event, d, "bthome_rejected", None, str(e), rx, waits)
-                    continue
-                if res is None:
-                    continue
-                for ev, obj, value in bthome.events(d.kind, res):
-                    if ev in ("door", "window", "opening"):
-                        if value == d.state:
-                            continue
-                        d.state = value
-                    await self._patiently(self._event, d, ev, obj, value, rx, waits)
+                    await self._advert(d, adv, rx, waits)
+                except MemoryError:
+                    # Not even room to begin the retries (their own arguments):
+                    # the task must live on for the next alarm.
+                    self._lose(d, "no heap even to keep it")
 
-    async def _patiently(self, fn, *args):
+    async def _advert(self, d, adv, rx, waits):
+        try:
+            # receive() changes the device's replay state only once it
+            # succeeds, so decoding the same advert again is safe.
+            res = await self._patiently(_MEMORY_TRIES, self._decode, d, adv)
+        except CodecError as e:
+            # A replay, a downgrade, a MIC failure: loud, a technical alarm.
+            self.counters["rejected"] += 1
+            await self._hand_over(d, "bthome_rejected", None, str(e), rx, waits)
+            return
+        if res is _FAILED:
+            self._lose(d, "no heap to decode it for %d ms" % (_MEMORY_TRIES * _MEMORY_WAIT_MS))
+            return
+        if res is None:
+            return
+        for ev, obj, value in bthome.events(d.kind, res):
+            if ev in ("door", "window", "opening"):
+                if value == d.state:
+                    continue
+                d.state = value
+            await self._hand_over(d, ev, obj, value, rx, waits)
+
+    async def _hand_over(self, *fields):
+        # One decoded alarm to the record path, behind any owed ones (the order
+        # of a sensor's events is kept); owed when it cannot go now.
+        if self._owed_n and not self._repay():
+            res = _FAILED
+        else:
+            res = await self._patiently(_HANDOVER_TRIES, self._event, *fields)
+        if res is not _FAILED:
+            return
+        if self._owed_n >= _OWED:
+            self._lose(fields[0], "no heap or queue room, and %d alarms already wait" % _OWED)
+            return
+        base = (self._owed_head + self._owed_n) % _OWED * _OWED_FIELDS
+        for i in range(_OWED_FIELDS):
+            self._owed[base + i] = fields[i]
+        self._owed_n += 1
+        self.counters["owed"] += 1
+
+    def _repay(self):
+        # Owed alarms to the record path, oldest first; True when none is left.
+        o = self._owed
+        while self._owed_n:
+            b = self._owed_head * _OWED_FIELDS
+            try:
+                self._event(o[b], o[b + 1], o[b + 2], o[b + 3], o[b + 4], o[b + 5])
+            except (MemoryError, _Busy):
+                if self._spare is None:
+                    return False
+                self._spare = None  # the spare block is what the hand-over fits in
+                self.counters["spare_used"] += 1
+                gc.collect()
+                continue
+            for i in range(_OWED_FIELDS):
+                o[b + i] = None
+            self._owed_head = (self._owed_head + 1) % _OWED
+            self._owed_n -= 1
+        return True
+
+    async def _repayer(self):
+        while True:
+            await asyncio.sleep_ms(_REPAY_MS)
+            if self._owed_n:
+                gc.collect()
+                self._repay()
+            if self._spare is None and not self._owed_n:
+                try:
+                    self._spare = bytearray(_SPARE)
+                except MemoryError:
+                    pass
+
+    def _lose(self, d, why):
+        # Counted (status: alarms_lost) and said on the console, if the heap
+        # has room for the words.
+        self.counters["lost"] += 1
+        try:
+            self.last_error = "%s: alarm lost, %s" % (d.name, why)
+            print("hemhub sense:", self.last_error)
+        except MemoryError:
+            self.last_error = why
+
+    async def _patiently(self, tries, fn, *args):
         # fn(*args), tried again while the heap is full (MemoryError) or the
-        # record path's alarm queue is (_Busy); an alarm that still cannot be
-        # handed over is said on the console and counted (status: alarms_lost).
-        for _ in range(_MEMORY_TRIES):
+        # record path's alarm queue is (_Busy), up to `tries` times; _FAILED
+        # when it never went through.
+        for _ in range(tries):
             try:
                 res = fn(*args)
             except (MemoryError, _Busy) as e:
@@ -308,10 +392,7 @@ class Central:
                 except MemoryError:
                     pass  # taken again after a later alarm
             return res
-        self.counters["lost"] += 1
-        self.last_error = "%s: alarm lost, no room for it for %d ms" % (args[0].name, _MEMORY_TRIES * _MEMORY_WAIT_MS)
-        print("hemhub sense:", self.last_error)
-        return None
+        return _FAILED
 
     @staticmethod
     def _decode(d, adv):
@@ -324,7 +405,8 @@ class Central:
         try:
             taken = self.on_event({"event": ev, "object": obj, "value": value, "addr": d.name, "kind": d.kind,
                                    "serves": d.serves, "rx_ticks": rx, "ticks": time.ticks_ms(), "waits": waits,
-                                   "time": time.time()})
+                                   # when it was received, also for one that was owed
+                                   "time": time.time() - time.ticks_diff(time.ticks_ms(), rx) // 1000})
         except MemoryError:
             raise
         except Exception as e:
@@ -345,6 +427,7 @@ class Central:
         self.ble.active(True)
         self._scan()
         asyncio.create_task(self._alarms())
+        asyncio.create_task(self._repayer())
         while True:
             if not self._want:
                 await self._want_flag.wait()
