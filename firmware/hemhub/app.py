@@ -29,12 +29,12 @@ def _preload(cfg):
 async def _restart_when_quiet(records, reason):
     # A planned restart (docs/decisions/0006-planned-restart.md) must lose
     # nothing: every alarm and reading queued in RAM is committed to the journal
-    # first, and no GATT link is open (a device deletes its stored records, and a
-    # new bond is saved, only at the link's end). The journal survives the reset
-    # as it survives a power cut. Not quiet in time: return, the caller goes on.
+    # first, no GATT link is open (a device deletes its stored records, and a
+    # new bond is saved, only at the link's end) and no BLE alarm is owed. The
+    # journal survives the reset as it survives a power cut. Not quiet in time: return, the caller goes on.
     for _ in range(_QUIET_WAIT_MS // 100):
         central = sense.current
-        if records.drained() and (central is None or not central.linking()):
+        if records.drained() and (central is None or not central.busy()):
             health.note_restart(reason)
             print("hemhub: planned restart:", reason)
             import machine

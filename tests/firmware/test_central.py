@@ -201,9 +201,11 @@ def test_alarms_the_record_path_cannot_take_for_seconds_are_owed_in_order_not_lo
         assert c.counters["adverts"] == 6, c.counters  # the alarm task was never stuck
         assert c.counters["owed"] == 4 and c.counters["lost"] == 2, c.counters
         assert "4 alarms already wait" in c.last_error, c.last_error
+        assert c.busy(), "a planned restart would not wait for the owed alarms"
         await asyncio.sleep_ms(100)
         full[0] = False
         await asyncio.sleep_ms(300)
+        assert not c.busy()
         task.cancel()
 
     _run(main)

@@ -61,7 +61,7 @@ class Central:
     def __init__(self, busy_polls):
         self.busy_polls = busy_polls
 
-    def linking(self):
+    def busy(self):
         self.busy_polls -= 1
         return self.busy_polls >= 0
 

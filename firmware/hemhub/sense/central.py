@@ -474,10 +474,11 @@ class Central:
                 if pause:
                     await asyncio.sleep_ms(pause)
 
-    def linking(self):
+    def busy(self):
         """True while a GATT link is open (a device deletes its stored records, and
-        a new bond is saved, only at the link's end)."""
-        return self._link is not None
+        a new bond is saved, only at the link's end) or an alarm is owed (held
+        in RAM until the record path takes it): a planned restart waits."""
+        return self._link is not None or self._owed_n > 0
 
     def stats(self):
         c = dict(self.counters)
