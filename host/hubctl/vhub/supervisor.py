@@ -518,7 +518,6 @@ class Supervisor:
             return part.board_request(b, msg)
         with self.lock:
             if req == "hello":
-                b.ready.set()
                 return {"pins": {str(k): v for k, v in self.pins.items()}}
             if req == "console":
                 b.console = msg["state"]
@@ -555,7 +554,13 @@ class Supervisor:
                                                  period if msg.get("periodic") else None))
                 return {}
             if req == "heap_baseline":
+                # The board has done what the chip does in C and what only the
+                # emulation does (its qstr filler, its ballast): boot.py comes
+                # next. Ready from here, not from its hello: console input
+                # (a Ctrl-C) that came during that work was held and handed to
+                # boot.py, which dropped it (decision 0005, session-11 addendum).
                 self.heap_baseline = int(msg["bytes"])
+                b.ready.set()
                 return {}
             if req == "rtc_set":
                 self.rtc_offset = int(msg["offset"])

@@ -125,7 +125,8 @@ class WorldClient:
         return self.net("host", name=name, ip=ip)
 
     def wait_ready(self, timeout: float = 10.0) -> dict:
-        """Wait until the interpreter is up and connected to the world."""
+        """Wait until the interpreter is up, connected to the world, and its board
+        start-up done (boot.py is next)."""
         deadline = time.monotonic() + timeout
         while True:
             st = self.state()
