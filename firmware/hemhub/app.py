@@ -31,7 +31,8 @@ async def _restart_when_quiet(records, reason):
     # nothing: every alarm and reading queued in RAM is committed to the journal
     # first, no GATT link is open (a device deletes its stored records, and a
     # new bond is saved, only at the link's end) and no BLE alarm is owed. The
-    # journal survives the reset as it survives a power cut. Not quiet in time: return, the caller goes on.
+    # journal survives the reset as it survives a power cut. Not quiet in time:
+    # return, the caller goes on.
     for _ in range(_QUIET_WAIT_MS // 100):
         central = sense.current
         if records.drained() and (central is None or not central.busy()):

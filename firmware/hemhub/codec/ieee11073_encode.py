@@ -1,6 +1,6 @@
 """IEEE 11073-20601 SFLOAT-Type and FLOAT-Type encoders (Annex F.8), the
-inverse of the decoders in hemhub.codec.gatt (decode_sfloat, decode_float): for the virtual hub's simulated
-devices and the tests. Kept apart so that a hub, which only decodes, does not
+inverse of the decoders in hemhub.codec.gatt (decode_sfloat, decode_float):
+for the virtual hub's simulated devices and the tests. Kept apart so that a hub, which only decodes, does not
 load them with every GATT link.
 """
 

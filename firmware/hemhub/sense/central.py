@@ -334,12 +334,9 @@ class Central:
             try:
                 self._event(o[b], o[b + 1], o[b + 2], o[b + 3], o[b + 4], o[b + 5])
             except (MemoryError, _Busy):
-                if self._spare is None:
-                    return False
-                self._spare = None  # the spare block is what the hand-over fits in
-                self.counters["spare_used"] += 1
-                gc.collect()
-                continue
+                if self._give_up_spare():
+                    continue
+                return False
             for i in range(_OWED_FIELDS):
                 o[b + i] = None
             self._owed_head = (self._owed_head + 1) % _OWED
@@ -352,11 +349,25 @@ class Central:
             if self._owed_n:
                 gc.collect()
                 self._repay()
-            if self._spare is None and not self._owed_n:
-                try:
-                    self._spare = bytearray(_SPARE)
-                except MemoryError:
-                    pass
+            if not self._owed_n:
+                self._take_spare()
+
+    def _give_up_spare(self):
+        # The spare block is what a hand-over fits in, however fragmented the
+        # rest of the heap is: freed for it once; False when already given.
+        if self._spare is None:
+            return False
+        self._spare = None
+        self.counters["spare_used"] += 1
+        gc.collect()
+        return True
+
+    def _take_spare(self):
+        if self._spare is None:
+            try:
+                self._spare = bytearray(_SPARE)
+            except MemoryError:
+                pass  # taken again after a later alarm
 
     def _lose(self, d, why):
         # Counted (status: alarms_lost) and said on the console, if the heap
@@ -378,19 +389,12 @@ class Central:
             except (MemoryError, _Busy) as e:
                 if isinstance(e, MemoryError):
                     self.counters["no_memory"] += 1
-                if self._spare is not None:
-                    self._spare = None
-                    self.counters["spare_used"] += 1
-                    gc.collect()
+                if self._give_up_spare():
                     continue
                 gc.collect()
                 await asyncio.sleep_ms(_MEMORY_WAIT_MS)
                 continue
-            if self._spare is None:
-                try:
-                    self._spare = bytearray(_SPARE)
-                except MemoryError:
-                    pass  # taken again after a later alarm
+            self._take_spare()
             return res
         return _FAILED
 
