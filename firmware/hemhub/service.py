@@ -23,6 +23,7 @@ def status():
         "firmware": version.VERSION,
         "runtime": "v%d.%d.%d" % sys.implementation.version[:3],
         "slot": bootinfo.slot,
+        "frozen": bootinfo.frozen,
         "data": bootinfo.data,
         "uptime_s": snap["uptime_s"],
         "reset_cause": health.hardware_reset_cause(),

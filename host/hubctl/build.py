@@ -2,7 +2,7 @@
 
 The bundle is what goes into an application slot: every module of the
 ``hemhub`` package compiled with mpy-cross to .mpy, plus ``manifest.json``
-listing each file's path, size and SHA-256. ``boot.py`` and ``main.py`` are
+listing each file's path, size and SHA-256 and the build's ``app_id``. ``boot.py`` and ``main.py`` are
 installed at the root of the app partition as source (they are the stable
 stage that picks a slot).
 
@@ -83,6 +83,14 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def app_id(files: list[dict]) -> str:
+    """One name for one build: a digest of its files' paths and contents. The
+    runtime records the build it carries frozen by this name (hubctl.vhub.runtime),
+    and boot.py compares the slot's with it."""
+    text = json.dumps(sorted((f["path"], f["sha256"]) for f in files), separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def build(out: Path, src: Path = FIRMWARE_DIR) -> Bundle:
     """Compile ``src`` (a firmware tree) into ``out``; returns the bundle."""
     if not (src / "hemhub").is_dir():
@@ -109,7 +117,7 @@ def build(out: Path, src: Path = FIRMWARE_DIR) -> Bundle:
         files.append({"path": str(dst.relative_to(app)), "size": dst.stat().st_size,
                       "sha256": _sha256(dst)})
     version = firmware_version(src)
-    manifest = {"format": 1, "version": version, "files": files}
+    manifest = {"format": 1, "version": version, "files": files, "app_id": app_id(files)}
     (app / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=1) + "\n")
     for name in ROOT_FILES:
         shutil.copyfile(src / name, root / name)

@@ -201,7 +201,9 @@ def cmd_status(args) -> int:
         rows = [
             ("serial", st.get("serial")), ("hardware", f"{st.get('board')} {st.get('hw_rev')}"),
             ("mac", st.get("mac")), ("factory record", st.get("factory")),
-            ("firmware", f"{st.get('firmware')} (slot {st.get('slot')}, MicroPython {st.get('runtime')})"),
+            ("firmware", f"{st.get('firmware')} (slot {st.get('slot')}, "
+                         + ("frozen into the runtime, " if st.get("frozen") else "from the slot, ")
+                         + f"MicroPython {st.get('runtime')})"),
             ("uptime", f"{st.get('uptime_s')} s"), ("reset cause", _reset_cause(st)),
             ("heap", f"{st.get('heap_free')} of {st.get('heap_total')} bytes free"),
             ("app partition", _fs("app")), ("data partition", f"{_fs('data')} ({st.get('data')})"),

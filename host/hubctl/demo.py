@@ -60,8 +60,8 @@ class HeapBlocked(DemoError):
 
 def _timed_out(h, message: str) -> DemoError:
     """The error for a hub that did not do something in time: HeapBlocked when
-    its console shows a MemoryError since its application started (the known
-    heap gap), else a plain DemoError."""
+    its console shows a MemoryError since its application started, else a plain
+    DemoError."""
     log = h.console_log()
     if b"MemoryError" in log[h.app_mark:]:
         return HeapBlocked(message + " (the hub reported MemoryError: decision 0004)")
@@ -522,8 +522,10 @@ def run_demo(home: Path, n: int = 3, keep: bool = False) -> int:
         try:
             vf.start()
             hubs = vf.add_hubs(n, bundle)
-            say(f"{n} virtual hubs booted on the real MicroPython interpreter (96 KiB heap each): "
-                + ", ".join(f"{h.name}={h.hub_id}" for h in hubs))
+            from .vhub.interp import heap_mode
+
+            say(f"{n} virtual hubs booted on the real MicroPython interpreter, the application "
+                f"frozen into its runtime ({heap_mode()}): " + ", ".join(f"{h.name}={h.hub_id}" for h in hubs))
             vf.provision(hubs)
             for h in hubs:
                 vf.enrol(h)

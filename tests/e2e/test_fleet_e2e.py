@@ -14,13 +14,10 @@ a hub publishing under another hub's topic is dropped by the broker's ACL
 (tests/e2e/test_broker.py::test_hub_publishes_under_its_own_id_only), a revoked
 hub's records are refused by the fleet (tests/host/test_fleet_ingest.py).
 
-Heap: with six enrolled devices, WiFi, 4G and the uplink, the whole application
-runs at the edge of its heap on this 64-bit interpreter, and a heap fragmented
-by hours of work can lack one block (a new qstr pool at a failover, a GATT
-link's codecs): docs/decisions/0004-heap-on-a-64-bit-interpreter.md. Tests that
-need the full application are xfail(raises=HeapBlocked): a MemoryError on the
-hub's console (or a console that no longer answers) is reported as the known
-gap; any other failure fails the test.
+Heap: every hub runs the application frozen into its runtime, as the chip's
+runtime image carries it (docs/decisions/0007), with six enrolled devices, WiFi,
+4G and the uplink in the firmware's heap (decision 0004). A MemoryError on a
+hub's console fails the test like any other failure.
 """
 
 from __future__ import annotations
@@ -31,15 +28,9 @@ import time
 import pytest
 from hubctl import ca
 from hubctl import home as homedir
-from hubctl.demo import GATT_KINDS, HeapBlocked, VirtualFleet
-from hubctl.errors import TransportError
+from hubctl.demo import GATT_KINDS, VirtualFleet
 from hubctl.fleet.ingest import InventoryRegistry
 from hubctl.records import verify_record
-
-# A hub at the edge of its heap may also fail to enter its raw REPL in time
-# (TransportError: "No MicroPython REPL answered"); seen once in CI on a fleet test.
-heap = pytest.mark.xfail(strict=False, raises=(HeapBlocked, TransportError),
-                         reason="the full application can run out of heap blocks (decision 0004)")
 
 
 def impostor_client(vf: VirtualFleet, hub_id: str):
@@ -96,7 +87,6 @@ def assert_exactly_once(vf, h, **expect):
     assert not r["problems"], r
 
 
-@heap
 def test_readings_and_alarms_arrive_verified_exactly_once_pruned_only_on_the_fleets_ack(fleet, bundle):
     a, b = running(fleet, bundle, 2)
     for h in (a, b):
@@ -124,7 +114,6 @@ def test_readings_and_alarms_arrive_verified_exactly_once_pruned_only_on_the_fle
     assert_exactly_once(fleet, a, observations=4, event=3)
 
 
-@heap
 def test_broker_down_then_back_loses_nothing_and_duplicates_nothing(fleet, bundle):
     (h,) = running(fleet, bundle, 1)
     fleet.wait_alarm(h, fleet.press(h))
@@ -139,7 +128,6 @@ def test_broker_down_then_back_loses_nothing_and_duplicates_nothing(fleet, bundl
     assert_exactly_once(fleet, h, observations=4, event=3)
 
 
-@heap
 def test_wifi_lost_mid_publish_fails_over_to_4g_without_loss(fleet, bundle):
     (h,) = running(fleet, bundle, 1)
     fleet.door(h)
@@ -155,7 +143,6 @@ def test_wifi_lost_mid_publish_fails_over_to_4g_without_loss(fleet, bundle):
     assert_exactly_once(fleet, h, observations=4, event=2)
 
 
-@heap
 def test_both_links_down_then_restored_drains_the_journal_alarms_first(fleet, bundle):
     (h,) = running(fleet, bundle, 1)
     with h.world() as w:
@@ -181,21 +168,14 @@ def test_both_links_down_then_restored_drains_the_journal_alarms_first(fleet, bu
     assert min(r.seq for r in rows if r.kind == "event") > max(r.seq for r in rows if r.kind == "observations")
 
 
-@heap
 def test_revoked_hub_cannot_connect(fleet, bundle):
     """The hub's own uplink code (hemhub.service.uplink_selftest_json: mutual
     TLS, CONNECT) from its console, before and after revocation."""
-    from hubctl.errors import HubStateError
     from hubctl.transport import HubConsole
 
     def selftest(h):
         with HubConsole(h.console) as con:
-            try:
-                return con.call("service", "uplink_selftest_json")
-            except HubStateError as e:
-                if "MemoryError" in str(e):
-                    raise HeapBlocked(str(e)) from None
-                raise
+            return con.call("service", "uplink_selftest_json")
 
     a, b = fleet.add_hubs(2, bundle, apn=False)
     fleet.provision([a, b])  # includes the broker self-test: both connect
@@ -207,7 +187,6 @@ def test_revoked_hub_cannot_connect(fleet, bundle):
     assert refused["ok"] is False and not refused["error"].startswith("unreachable"), refused
 
 
-@heap
 def test_revoked_hub_records_are_not_stored(fleet, bundle):
     a, b = running(fleet, bundle, 2)
     fleet.wait_alarm(b, fleet.press(b))
@@ -222,7 +201,6 @@ def test_revoked_hub_records_are_not_stored(fleet, bundle):
     assert [r.kind for r in fleet.stored(b)] == ["event"]  # only the one from before the revocation
 
 
-@heap
 def test_forged_and_replayed_records_are_quarantined_not_acked(fleet, bundle):
     (h,) = running(fleet, bundle, 1)
     seq, _ = fleet.wait_alarm(h, fleet.press(h))

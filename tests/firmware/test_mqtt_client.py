@@ -14,6 +14,7 @@ sys.modules["select"] = uselect
 import asyncio  # noqa: E402
 
 from hemhub.uplink.mqtt import Client, MqttRefused  # noqa: E402
+from vectors import hexstr  # noqa: E402
 
 HID = "HH1-TEST-0001"
 ACK = "hemhub/HH1-TEST-0001/ack"
@@ -67,7 +68,7 @@ class FakeStream:
         pass
 
     def take(self):
-        h = bytes(self.out).hex()
+        h = hexstr(bytes(self.out))
         self.out = bytearray()
         return h
 

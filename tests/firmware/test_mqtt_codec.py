@@ -21,7 +21,7 @@ from hemhub.codec.mqtt import (
     subscribe_into,
 )
 from hemhub.uplink.ack import decode_ack
-from vectors import rng, section
+from vectors import hexstr, rng, section
 
 _BUF = bytearray(2600)
 
@@ -59,7 +59,7 @@ def _as_dict(pkt):
     if t == CONNACK:
         return {"type": "connack", "session_present": pkt[1], "code": pkt[2]}
     if t == PUBLISH:
-        return {"type": "publish", "topic": pkt[1], "payload_hex": bytes(pkt[2]).hex(), "qos": pkt[3],
+        return {"type": "publish", "topic": pkt[1], "payload_hex": hexstr(bytes(pkt[2])), "qos": pkt[3],
                 "pid": pkt[4], "dup": pkt[5], "retain": pkt[6]}
     if t == PUBACK:
         return {"type": "puback", "pid": pkt[1]}

@@ -73,3 +73,11 @@ def rng(seed):
         seed ^= seed >> 17
         seed ^= (seed << 5) & 0xFFFFFFFF
         yield seed
+
+
+def hexstr(data):
+    """bytes -> lowercase hex str. MicroPython 1.26.1's bytes.hex() returns b''
+    (not '') for empty input; binascii gives a str for every length."""
+    import binascii
+
+    return binascii.hexlify(data).decode()

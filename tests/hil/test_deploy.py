@@ -31,7 +31,9 @@ def status(port) -> dict:
 
 
 def test_deploy_streams_binary_and_switches_slot(vhub, bundle):
-    assert status(vhub.port)["slot"] == "rom"
+    # The runtime carries this very build frozen in (decision 0007): it runs that copy.
+    st = status(vhub.port)
+    assert st["slot"] == "rom" and st["frozen"] is True
     r = deploy(vhub.port, bundle.dir, local_copy=False)
     assert r.slot == "a" and r.previous_slot == "rom"
     assert len(r.sent) == len(bundle.manifest["files"]) + 1  # + manifest.json
@@ -42,7 +44,7 @@ def test_deploy_streams_binary_and_switches_slot(vhub, bundle):
     expected = {f["path"]: f["sha256"] for f in bundle.manifest["files"]}
     assert hub_digests(vhub.port, "a", bundle.manifest) == expected
     st = status(vhub.port)
-    assert st["slot"] == "a" and st["firmware"] == bundle.version
+    assert st["slot"] == "a" and st["firmware"] == bundle.version and st["frozen"] is True
 
 
 def test_only_changed_files_are_copied(vhub, tmp_path):
@@ -65,7 +67,8 @@ def test_only_changed_files_are_copied(vhub, tmp_path):
     assert len(r.kept) == len(changed.manifest["files"]) - 1
     assert r.app_bytes_sent == 0
     st = status(vhub.port)
-    assert st["slot"] == "a"
+    # Another build than the runtime's frozen one: the hub runs the slot's files.
+    assert st["slot"] == "a" and st["frozen"] is False
     with HubConsole(vhub.port) as con:
         assert con.exec("import hemhub.led as l\nprint(l._DEPLOY_TEST)").strip() == "1"
 

@@ -174,6 +174,35 @@ def test_micropython_missing(monkeypatch, tmp_path, bundle):
     assert "HEMHUB_MICROPYTHON" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_the_runtime_carries_the_current_build_frozen(tmp_path):
+    """The interpreter every virtual hub runs has exactly today's bundle frozen in:
+    boot.py runs the frozen copy only when the slot's app_id equals this one."""
+    bundle = build(tmp_path / "b")
+    r = subprocess.run([interp.micropython_path(), "-c",
+                        "import _frozen_app, hemhub.version\n"
+                        "print(_frozen_app.APP_ID, hemhub.version.VERSION)"],
+                       capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert r.stdout.split() == [bundle.manifest["app_id"], bundle.version], r.stderr
+
+
+def test_a_runtime_source_that_is_not_the_pinned_one_is_refused(tmp_path):
+    import http.server
+
+    from hubctl.vhub import runtime
+
+    (tmp_path / "micropython.tar.xz").write_bytes(b"not the release")
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    dest = runtime.RUNTIME_DIR / "src" / "micropython.tar.xz"
+    try:
+        with pytest.raises(runtime.RuntimeBuildError, match="not the pinned"):
+            runtime._fetch("micropython.tar.xz", f"http://127.0.0.1:{server.server_port}", "0" * 64)
+        assert not dest.exists()  # nothing altered is kept, nothing is built from it
+    finally:
+        server.shutdown()
+
+
 def test_status_json_over_the_console(vhub):
     r = hubctl("status", "--port", vhub.port, "--json")
     assert r.returncode == 0, r.stderr

