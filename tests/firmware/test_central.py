@@ -272,6 +272,40 @@ def test_a_gatt_link_waits_while_it_is_deferred_and_alarms_do_not():
     _run(main)
 
 
+def test_the_scan_resumes_in_the_connect_irq_so_alarms_are_heard_again_at_once():
+    # A connection can only be made with the scan stopped, and alarms are not
+    # heard meanwhile. The scan starts again in the IRQ that says the link is up,
+    # not when the link's task next runs (which may be after a signature or a
+    # TLS write); an advert right after it is an alarm.
+    ble = FakeBLE()
+    c, _r, events = _central(ble, [{"addr": SCALE, "kind": "scale", "key": None}])
+
+    class Flag:
+        def set(self):
+            pass
+
+    class Link:
+        dev = c.devices[_mac(SCALE)]
+        handle = None
+        up = False
+        flag = Flag()
+
+    async def main():
+        task = asyncio.create_task(c.run())
+        await asyncio.sleep_ms(5)
+        link = c._link = Link()
+        ble.calls.clear()
+        ble.h(7, (1, 0, _mv(_mac(SCALE))))  # _IRQ_PERIPHERAL_CONNECT
+        assert link.up and ble.calls == [("scan", 0, 30000, 30000, False)], ble.calls
+        ble.advert(DOOR, enc.encode([(0x00, 1), (0x1A, True)]))
+        await asyncio.sleep_ms(20)
+        assert [e["event"] for e in events] == ["door"], events
+        c._link = None
+        task.cancel()
+
+    _run(main)
+
+
 def _with_fake_link(session, main, on_unload=None):
     """Run main() with `session` standing in for hemhub.sense.link.session (what
     `from hemhub.sense import link` finds first: the package's attribute), kept

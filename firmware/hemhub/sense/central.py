@@ -232,6 +232,10 @@ class Central:
             if bytes(data[2]) == link.dev.addr and link.handle is None:
                 link.handle = data[0]
                 link.up = True
+                # Alarms are not heard while a connection is made (the scan
+                # must stop: Core spec v4.2 Vol 3 Part C 9.3.6); listen again
+                # at once, not when the link task next runs.
+                self._scan()
         elif event == _IRQ_PERIPHERAL_DISCONNECT:
             if data[0] == link.handle or (data[0] == _NO_CONN and link.handle is None):
                 link.up = False

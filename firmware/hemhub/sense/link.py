@@ -108,7 +108,8 @@ async def session(self, d):
             ble.gap_connect(None)
             raise
         finally:
-            self._scan()
+            if not link.up:  # once connected, the central's IRQ handler resumed the scan
+                self._scan()
         self.counters["connections"] += 1
         await asyncio.wait_for_ms(_transfer(self, link), _LINK_MS)
     except (Disconnected, asyncio.TimeoutError, OSError, CodecError) as e:

@@ -392,10 +392,13 @@ class Radio:
             self._advert(d, adv_type, data)
 
     def _advert(self, d: Peripheral, adv_type: int, data: bytes, delay: float = 0.0) -> None:
+        if delay > 0:  # heard or not as it goes on air, by the scan state then
+            self.later(delay, self._advert, d, adv_type, data)
+            return
         if self.scan_until is None:
             return
         self.stats["adverts"] += 1
-        self.emit(SCAN_RESULT, [0, _h(_addr_bytes(d.addr)), adv_type, -60, _h(data)], delay=delay)
+        self.emit(SCAN_RESULT, [0, _h(_addr_bytes(d.addr)), adv_type, -60, _h(data)])
 
     # -- board side ---------------------------------------------------------------------
     def board_request(self, board, msg: dict) -> dict:
