@@ -63,11 +63,12 @@ def _runs_frozen(slot_dir):
 
 _data_state = _mount_data()
 _active = _slot()
-_frozen = _runs_frozen("/" + _active)
+_slot_dir = "/" + _active
+_frozen = _runs_frozen(_slot_dir)
 if not _frozen:  # the slot's build, ahead of the runtime's frozen one
-    if "/" + _active in sys.path:
-        sys.path.remove("/" + _active)
-    sys.path.insert(0, "/" + _active)
+    if _slot_dir in sys.path:
+        sys.path.remove(_slot_dir)
+    sys.path.insert(0, _slot_dir)
 try:
     from hemhub import bootinfo
 

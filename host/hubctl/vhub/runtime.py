@@ -39,6 +39,7 @@ import urllib.request
 from functools import lru_cache
 from pathlib import Path
 
+from ..build import _sha256, build, mpy_cross_path
 from ..errors import HubctlError
 from .interp import InterpreterMissing
 
@@ -84,15 +85,14 @@ def _source_key() -> str:
     h.update(Path(__file__).read_bytes())
     for py in sorted((FIRMWARE_DIR / "hemhub").rglob("*.py")):
         h.update(str(py.relative_to(FIRMWARE_DIR)).encode() + b"\0" + py.read_bytes() + b"\0")
-    from ..build import mpy_cross_path  # the compiler's version is part of the bytecode
-
+    # the compiler's version is part of the bytecode
     h.update(subprocess.run([mpy_cross_path(), "--version"], capture_output=True,
                             text=True).stdout.encode())
     return h.hexdigest()[:16]
 
 
-def binary_path(key: str | None = None) -> Path:
-    return RUNTIME_DIR / "bin" / (key or _source_key()) / "micropython"
+def binary_path(key: str) -> Path:
+    return RUNTIME_DIR / "bin" / key / "micropython"
 
 
 @lru_cache(maxsize=None)
@@ -116,7 +116,7 @@ def _say(msg: str) -> None:
 
 def _fetch(name: str, where: str, sha: str) -> Path:
     dest = RUNTIME_DIR / "src" / name
-    if dest.is_file() and hashlib.sha256(dest.read_bytes()).hexdigest() == sha:
+    if dest.is_file() and _sha256(dest) == sha:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     _say(f"downloading {name}")
@@ -167,8 +167,6 @@ def _build(dest: Path) -> None:
                                     hint="Install a C toolchain (Debian: apt-get install "
                                          "build-essential) and run tools/setup again.")
     tree = _unpack_sources()
-    from ..build import build
-
     with tempfile.TemporaryDirectory(dir=RUNTIME_DIR) as tmp:
         work = Path(tmp)
         bundle = build(work / "bundle")
@@ -179,8 +177,6 @@ def _build(dest: Path) -> None:
         manifest.write_text(_MANIFEST.format(app=str(bundle.app_dir), here=str(work)))
         env = dict(os.environ, MICROPY_GIT_TAG=MICROPYTHON_VERSION,
                    MICROPY_GIT_HASH="debian-1.26.1+ds", SOURCE_DATE_EPOCH="1756684800")
-        from ..build import mpy_cross_path
-
         cmd = ["make", "-C", str(tree / "ports" / "unix"), f"-j{os.cpu_count() or 2}",
                f"BUILD={RUNTIME_DIR / 'build'}", f"FROZEN_MANIFEST={manifest}",
                f"MICROPY_MPYCROSS={mpy_cross_path()}", "MICROPY_MPYCROSS_DEPENDENCY=",
